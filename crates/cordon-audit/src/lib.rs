@@ -1,1 +1,45 @@
-//! placeholder
+//! Cordon's audit stores: one append-only, hash-chained log per jurisdiction.
+//!
+//! Every gateway decision (allowed or refused) is appended to the store of the data subject's
+//! jurisdiction and acknowledged only once fsynced, before anything is forwarded; a completion
+//! record follows the response. [`AuditStore`] is the seam: [`FileStore`] is the first
+//! implementation (a CRC-framed, SHA-256-chained segment log with group commit, format in
+//! [`segment`](crate#on-disk-format)); a Merkle log with signed checkpoints replaces it later.
+//!
+//! # On-disk format
+//! A store is a directory of segments `{first index:020}.log` (rolled at ~64 MiB) of frames
+//! `[u32 LE len][u32 LE crc32c(body)][body]`, body =
+//! `{"i":<index>,"prev":"<hex entry hash of i-1, or 64 zeros>","rec":<record JSON>}`, and
+//! entry hash(i) = SHA-256(entry hash(i-1) || body(i)). [`verify_store`] checks it all.
+//!
+//! Subjects are pseudonymized per jurisdiction ([`Pseudonymizer`]); payloads are a digest or
+//! ciphertext under a per-subject key that can be shredded ([`Keystore`]) while the chain, which
+//! hashes the ciphertext, still verifies.
+
+mod error;
+mod file_store;
+mod keyfile;
+mod keystore;
+mod pseudonym;
+mod record;
+mod segment;
+mod store;
+mod verify;
+mod writer;
+
+pub use error::{AuditError, BreakKind, VerifyError};
+pub use file_store::{FileStore, StoreOptions};
+pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
+pub use pseudonym::Pseudonymizer;
+pub use record::{
+    CallerRecord, CompletionRecord, DecisionRecord, Evidence, Latency, Outcome, Payload, RECORD_VERSION,
+    Record, digest, new_decision_id, now_rfc3339_micros,
+};
+pub use segment::MAX_BODY;
+pub use store::{Ack, AuditStore};
+pub use verify::{VerifyReport, read_records, verify_store};
+
+#[cfg(test)]
+mod store_tests;
+#[cfg(test)]
+mod tamper_tests;

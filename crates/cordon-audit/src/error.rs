@@ -1,0 +1,130 @@
+//! Errors. Messages name the store or key directory and what failed; they never carry a subject,
+//! a pseudonym, a key or record content (serde messages, which can quote values, are reduced to a
+//! category and a column).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why an audit operation failed. Any `Err` from [`crate::AuditStore::append`] or its
+/// [`crate::Ack`] means the record is **not** durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit store {path}: {op} failed: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: Arc<io::Error>,
+    },
+    #[error(
+        "audit store {store} is unavailable after an earlier failure ({cause}); nothing more is \
+         acknowledged until it is reopened"
+    )]
+    Unavailable { store: String, cause: String },
+    #[error("audit store {store}: the writer has stopped")]
+    Stopped { store: String },
+    #[error(
+        "audit store {path}: refusing to open, damaged at byte {offset} with intact records after \
+         it: {detail} (run `cordon audit verify`)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    #[error("audit record could not be serialized: {0}")]
+    Serialize(String),
+    #[error("audit record too large: {len} bytes (limit {limit})")]
+    TooLarge { len: usize, limit: usize },
+    #[error("key store {path}: {detail}")]
+    Key { path: PathBuf, detail: String },
+    #[error("invalid {what}: {why}")]
+    InvalidInput { what: &'static str, why: &'static str },
+    #[error("the subject's payload key in jurisdiction {jurisdiction} is gone (shredded or never created)")]
+    KeyShredded { jurisdiction: String },
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(&'static str),
+}
+
+impl AuditError {
+    /// `map_err` helper: an I/O failure of `op` on `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |e| AuditError::Io {
+            path,
+            op,
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// Serde errors can quote the offending value; keep only where and what category.
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+/// What is wrong with a store, found by [`crate::verify_store`] / [`crate::read_records`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BreakKind {
+    #[error("truncated: the last frame of the segment is incomplete")]
+    Truncated,
+    #[error("bad framing: impossible frame length {len}")]
+    BadFraming { len: u32 },
+    #[error("checksum mismatch: the record bytes were modified or torn")]
+    BadCrc,
+    #[error("not a valid record: {detail}")]
+    BadJson { detail: String },
+    #[error(
+        "hash chain broken: this record does not link to the hash of the one before it \
+         (that record, or this link, was modified)"
+    )]
+    Modified,
+    #[error("chain break: expected record {expected}, found record {found} (records removed or reordered)")]
+    RemovedOrReordered { expected: u64, found: u64 },
+    #[error("segment file is named for record {named} but its first record is {found}")]
+    MisnamedSegment { named: u64, found: u64 },
+}
+
+/// Verification failed: where (store, segment file, byte offset, record index) and what.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("audit store {store}: cannot read {path}: {source}")]
+    Io {
+        store: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("audit store {store}: record {index} ({segment} at byte {offset}): {kind}")]
+    Broken {
+        store: PathBuf,
+        segment: String,
+        offset: u64,
+        index: u64,
+        kind: BreakKind,
+    },
+}
+
+impl VerifyError {
+    /// The kind of damage, when the store could be read.
+    pub fn kind(&self) -> Option<&BreakKind> {
+        match self {
+            VerifyError::Broken { kind, .. } => Some(kind),
+            VerifyError::Io { .. } => None,
+        }
+    }
+
+    /// The index of the record at which verification stopped, when the store could be read.
+    pub fn index(&self) -> Option<u64> {
+        match self {
+            VerifyError::Broken { index, .. } => Some(*index),
+            VerifyError::Io { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! Payload encryption with crypto-shredding. Each subject has a random AES-256 data key per
+//! jurisdiction, stored wrapped (AES-256-GCM under the master key, bound by AAD to jurisdiction
+//! and key id) in `<keys_dir>/<J>/data-keys/<hex(key_id)>.key` = nonce(12) || ciphertext+tag(48).
+//! Payloads are AES-256-GCM under the data key (AAD binds jurisdiction and key id too), stored as
+//! base64 in [`Payload::Encrypted`] with `key_id` = the subject's pseudonym.
+//!
+//! Shredding overwrites and deletes the wrapped key (and forgets the cached copy): the payload
+//! can no longer be decrypted, while the log, which hashes the ciphertext, still verifies.
+//! (On copy-on-write or flash storage the overwrite is best effort; the master-key wrapping is
+//! what protects a stale copy.)
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::error::AuditError;
+use crate::keyfile::{check_component, create_private_dir, create_private_file, destroy_file, sync_dir};
+use crate::record::Payload;
+
+/// The `alg` of encrypted payloads.
+pub const PAYLOAD_ALG: &str = "A256GCM";
+const WRAP_AAD: &[u8] = b"cordon-audit data key v1\0";
+const PAYLOAD_AAD: &[u8] = b"cordon-audit payload v1\0";
+const CACHE_MAX: usize = 4096;
+const WRAPPED_LEN: usize = NONCE_LEN + 32 + 16;
+
+/// Per-jurisdiction, per-subject payload keys, wrapped by a master key.
+pub struct Keystore {
+    dir: PathBuf,
+    master: LessSafeKey,
+    /// Unwrapped data keys by `J \0 key_id`. The lock also serializes creation and shredding.
+    cache: Mutex<HashMap<String, Arc<LessSafeKey>>>,
+}
+
+impl std::fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keystore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn aad(prefix: &[u8], jurisdiction: &str, key_id: &str) -> Vec<u8> {
+    let mut a = Vec::with_capacity(prefix.len() + jurisdiction.len() + 1 + key_id.len());
+    a.extend_from_slice(prefix);
+    a.extend_from_slice(jurisdiction.as_bytes());
+    a.push(0);
+    a.extend_from_slice(key_id.as_bytes());
+    a
+}
+
+fn random_nonce() -> Result<[u8; NONCE_LEN], AuditError> {
+    let mut n = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut n).map_err(|_| AuditError::Crypto("random source failed"))?;
+    Ok(n)
+}
+
+fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, AuditError> {
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| AuditError::Crypto("bad AES-256 key"))
+}
+
+fn check_key_id(key_id: &str) -> Result<(), AuditError> {
+    if key_id.is_empty() || key_id.len() > 100 {
+        return Err(AuditError::InvalidInput {
+            what: "payload key id",
+            why: "must be 1 to 100 bytes",
+        });
+    }
+    Ok(())
+}
+
+impl Keystore {
+    /// Open the key directory (created 0700 if missing) with the master key.
+    pub fn open(keys_dir: &Path, master_key: [u8; 32]) -> Result<Self, AuditError> {
+        create_private_dir(keys_dir).map_err(AuditError::io(keys_dir, "create key directory"))?;
+        Ok(Keystore {
+            dir: keys_dir.to_path_buf(),
+            master: aes_key(&master_key)?,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn jurisdiction_dir(&self, jurisdiction: &str) -> PathBuf {
+        self.dir.join(jurisdiction).join("data-keys")
+    }
+
+    fn key_path(&self, jurisdiction: &str, key_id: &str) -> PathBuf {
+        self.jurisdiction_dir(jurisdiction)
+            .join(format!("{}.key", hex::encode(key_id)))
+    }
+
+    /// The subject's data key; created on first use when `create`.
+    fn data_key(
+        &self,
+        jurisdiction: &str,
+        key_id: &str,
+        create: bool,
+    ) -> Result<Option<Arc<LessSafeKey>>, AuditError> {
+        check_component("jurisdiction", jurisdiction)?;
+        check_key_id(key_id)?;
+        let cache_key = format!("{jurisdiction}\0{key_id}");
+        let path = self.key_path(jurisdiction, key_id);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        // A cached key counts only while its file exists: another process (`cordon audit shred`)
+        // may have destroyed it, and nothing must be sealed under a destroyed key.
+        if fs::symlink_metadata(&path).is_ok() {
+            if let Some(k) = cache.get(&cache_key) {
+                return Ok(Some(k.clone()));
+            }
+        } else {
+            cache.remove(&cache_key);
+        }
+        let key = match self.load(&path, jurisdiction, key_id)? {
+            Some(k) => k,
+            None if create => {
+                let dir = self.jurisdiction_dir(jurisdiction);
+                create_private_dir(&dir).map_err(AuditError::io(&dir, "create key directory"))?;
+                let mut dk = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut dk).map_err(|_| AuditError::Crypto("random source failed"))?;
+                let wrapped = self.wrap(jurisdiction, key_id, &dk)?;
+                create_private_file(&path, &wrapped).map_err(AuditError::io(&dir, "create data key"))?;
+                // Another process may have won the race: use what is on disk.
+                self.load(&path, jurisdiction, key_id)?
+                    .ok_or_else(|| AuditError::Key {
+                        path: dir.clone(),
+                        detail: "data key vanished after creation".into(),
+                    })?
+            }
+            None => return Ok(None),
+        };
+        let key = Arc::new(key);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(cache_key, key.clone());
+        Ok(Some(key))
+    }
+
+    fn wrap(&self, jurisdiction: &str, key_id: &str, dk: &[u8; 32]) -> Result<Vec<u8>, AuditError> {
+        let nonce = random_nonce()?;
+        let mut out = Vec::with_capacity(WRAPPED_LEN);
+        out.extend_from_slice(&nonce);
+        let mut ct = dk.to_vec();
+        self.master
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(WRAP_AAD, jurisdiction, key_id).as_slice()),
+                &mut ct,
+            )
+            .map_err(|_| AuditError::Crypto("wrapping a data key failed"))?;
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn load(&self, path: &Path, jurisdiction: &str, key_id: &str) -> Result<Option<LessSafeKey>, AuditError> {
+        let dir = self.jurisdiction_dir(jurisdiction);
+        let mut bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AuditError::io(&dir, "read data key")(e)),
+        };
+        if bytes.len() != WRAPPED_LEN {
+            return Err(AuditError::Key {
+                path: dir,
+                detail: format!("a wrapped data key has {} bytes, not {WRAPPED_LEN}", bytes.len()),
+            });
+        }
+        let (nonce, ct) = bytes.split_at_mut(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| AuditError::Crypto("bad nonce"))?;
+        let dk = self
+            .master
+            .open_in_place(
+                nonce,
+                Aad::from(aad(WRAP_AAD, jurisdiction, key_id).as_slice()),
+                ct,
+            )
+            .map_err(|_| AuditError::Key {
+                path: dir.clone(),
+                detail: "a data key does not unwrap under this master key".into(),
+            })?;
+        aes_key(dk).map(Some)
+    }
+
+    /// Encrypt `plaintext` under the subject's data key (created on first use).
+    pub fn seal(
+        &self,
+        jurisdiction: &str,
+        subject_pseudonym: &str,
+        plaintext: &[u8],
+    ) -> Result<Payload, AuditError> {
+        let key = self
+            .data_key(jurisdiction, subject_pseudonym, true)?
+            .ok_or(AuditError::Crypto("data key not created"))?;
+        let nonce = random_nonce()?;
+        let mut ct = Vec::with_capacity(plaintext.len() + 16);
+        ct.extend_from_slice(plaintext);
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(PAYLOAD_AAD, jurisdiction, subject_pseudonym).as_slice()),
+            &mut ct,
+        )
+        .map_err(|_| AuditError::Crypto("payload encryption failed"))?;
+        Ok(Payload::Encrypted {
+            alg: PAYLOAD_ALG.to_owned(),
+            key_id: subject_pseudonym.to_owned(),
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(&ct),
+        })
+    }
+
+    /// Decrypt an encrypted payload. `Err(KeyShredded)` once the subject's key is destroyed.
+    pub fn open_payload(&self, jurisdiction: &str, payload: &Payload) -> Result<Vec<u8>, AuditError> {
+        let Payload::Encrypted {
+            alg,
+            key_id,
+            nonce,
+            ciphertext,
+        } = payload
+        else {
+            return Err(AuditError::InvalidInput {
+                what: "payload",
+                why: "not an encrypted payload",
+            });
+        };
+        if alg != PAYLOAD_ALG {
+            return Err(AuditError::InvalidInput {
+                what: "payload alg",
+                why: "unsupported algorithm",
+            });
+        }
+        let key = self
+            .data_key(jurisdiction, key_id, false)?
+            .ok_or_else(|| AuditError::KeyShredded {
+                jurisdiction: jurisdiction.to_owned(),
+            })?;
+        let bad_b64 = |_| AuditError::InvalidInput {
+            what: "payload",
+            why: "nonce or ciphertext is not base64",
+        };
+        let nonce = B64.decode(nonce).map_err(bad_b64)?;
+        let mut ct = B64.decode(ciphertext).map_err(bad_b64)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(&nonce).map_err(|_| AuditError::Crypto("bad payload nonce"))?;
+        let plain = key
+            .open_in_place(
+                nonce,
+                Aad::from(aad(PAYLOAD_AAD, jurisdiction, key_id).as_slice()),
+                &mut ct,
+            )
+            .map_err(|_| AuditError::Crypto("payload does not decrypt (modified, or wrong key)"))?;
+        let n = plain.len();
+        ct.truncate(n);
+        Ok(ct)
+    }
+
+    /// Destroy the subject's data key. `Ok(false)` if there was none.
+    pub fn shred(&self, jurisdiction: &str, subject_pseudonym: &str) -> Result<bool, AuditError> {
+        check_component("jurisdiction", jurisdiction)?;
+        check_key_id(subject_pseudonym)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(&format!("{jurisdiction}\0{subject_pseudonym}"));
+        let dir = self.jurisdiction_dir(jurisdiction);
+        let path = self.key_path(jurisdiction, subject_pseudonym);
+        let existed = destroy_file(&path).map_err(AuditError::io(&dir, "destroy data key"))?;
+        if existed {
+            sync_dir(&dir).map_err(AuditError::io(&dir, "fsync dir"))?;
+        }
+        Ok(existed)
+    }
+}
+
+/// Development helper: read a master key (64 hex chars, or 32 raw bytes) from `path`, or create
+/// one (0600). Production deployments pass the key in from their secret store.
+pub fn load_or_create_master_key(path: &Path) -> Result<[u8; 32], AuditError> {
+    if let Some(k) = read_master_key(path)? {
+        return Ok(k);
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent).map_err(AuditError::io(parent, "create key directory"))?;
+    }
+    let mut k = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut k).map_err(|_| AuditError::Crypto("random source failed"))?;
+    let text = format!("{}\n", hex::encode(k));
+    create_private_file(path, text.as_bytes()).map_err(AuditError::io(path, "create master key"))?;
+    read_master_key(path)?.ok_or_else(|| AuditError::Key {
+        path: path.to_path_buf(),
+        detail: "master key vanished after creation".into(),
+    })
+}
+
+fn read_master_key(path: &Path) -> Result<Option<[u8; 32]>, AuditError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AuditError::io(path, "read master key")(e)),
+    };
+    let mut k = [0u8; 32];
+    if bytes.len() == 32 {
+        k.copy_from_slice(&bytes);
+        return Ok(Some(k));
+    }
+    let text = bytes.trim_ascii();
+    if text.len() == 64 && hex::decode_to_slice(text, &mut k).is_ok() {
+        return Ok(Some(k));
+    }
+    Err(AuditError::Key {
+        path: path.to_path_buf(),
+        detail: "master key must be 64 hex characters or 32 raw bytes".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_shred() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(dir.path(), [7u8; 32]).unwrap();
+        let a = ks.seal("EU", "ps:aaaa", b"hello alice").unwrap();
+        let b = ks.seal("EU", "ps:bbbb", b"hello bob").unwrap();
+        let Payload::Encrypted { alg, key_id, .. } = &a else {
+            panic!("not encrypted")
+        };
+        assert_eq!((alg.as_str(), key_id.as_str()), ("A256GCM", "ps:aaaa"));
+        assert_eq!(ks.open_payload("EU", &a).unwrap(), b"hello alice");
+        // A second seal reuses the key; a fresh Keystore unwraps it from disk.
+        let a2 = ks.seal("EU", "ps:aaaa", b"again").unwrap();
+        let ks2 = Keystore::open(dir.path(), [7u8; 32]).unwrap();
+        assert_eq!(ks2.open_payload("EU", &a2).unwrap(), b"again");
+        // Bound to the jurisdiction.
+        assert!(ks.open_payload("US", &a).is_err());
+        // Wrong master key: refused, not garbage.
+        let bad = Keystore::open(dir.path(), [8u8; 32]).unwrap();
+        assert!(bad.open_payload("EU", &a).is_err());
+
+        assert!(ks.shred("EU", "ps:aaaa").unwrap());
+        assert!(!ks.shred("EU", "ps:aaaa").unwrap());
+        assert!(matches!(
+            ks.open_payload("EU", &a),
+            Err(AuditError::KeyShredded { .. })
+        ));
+        // Another instance (another process) that had the key cached sees the shred too.
+        assert!(matches!(
+            ks2.open_payload("EU", &a2),
+            Err(AuditError::KeyShredded { .. })
+        ));
+        // Sealing again after a shred makes a new key; the old payloads stay unreadable.
+        let a3 = ks2.seal("EU", "ps:aaaa", b"new").unwrap();
+        assert_eq!(ks.open_payload("EU", &a3).unwrap(), b"new");
+        assert!(ks.open_payload("EU", &a).is_err());
+        assert_eq!(ks.open_payload("EU", &b).unwrap(), b"hello bob");
+        let e = ks.open_payload("EU", &a).unwrap_err().to_string();
+        assert!(!e.contains("aaaa"), "error names the subject: {e}");
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(dir.path(), [1u8; 32]).unwrap();
+        let Payload::Encrypted {
+            alg,
+            key_id,
+            nonce,
+            ciphertext,
+        } = ks.seal("EU", "ps:x", b"secret").unwrap()
+        else {
+            panic!()
+        };
+        let mut raw = B64.decode(&ciphertext).unwrap();
+        raw[0] ^= 1;
+        let p = Payload::Encrypted {
+            alg,
+            key_id,
+            nonce,
+            ciphertext: B64.encode(raw),
+        };
+        assert!(ks.open_payload("EU", &p).is_err());
+        assert!(ks.open_payload("EU", &Payload::None).is_err());
+    }
+
+    #[test]
+    fn master_key_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub").join("master.key");
+        let k1 = load_or_create_master_key(&p).unwrap();
+        let k2 = load_or_create_master_key(&p).unwrap();
+        assert_eq!(k1, k2);
+        assert_eq!(fs::read_to_string(&p).unwrap().trim(), hex::encode(k1));
+        fs::write(&p, b"nope").unwrap();
+        assert!(load_or_create_master_key(&p).is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! The audit record schema (PRODUCT.md "Audit record"): serde structs, one JSON object per record,
+//! tagged by `kind`. Every field is always written (absent values as `null` / `[]`), so the schema
+//! of version [`RECORD_VERSION`] is the same for every record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Schema version written in every record's `v`.
+pub const RECORD_VERSION: u32 = 1;
+
+/// One audit log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+// Records are built once per request and serialized at once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    Decision(DecisionRecord),
+    Completion(CompletionRecord),
+}
+
+impl Record {
+    pub fn decision_id(&self) -> uuid::Uuid {
+        match self {
+            Record::Decision(d) => d.decision_id,
+            Record::Completion(c) => c.decision_id,
+        }
+    }
+}
+
+/// Written before anything is forwarded, allowed or refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub v: u32,
+    /// UUIDv7 ([`new_decision_id`]).
+    pub decision_id: uuid::Uuid,
+    /// RFC 3339 UTC with microseconds ([`now_rfc3339_micros`]).
+    pub ts: String,
+    pub gateway_id: String,
+    pub gateway_region: Option<String>,
+    pub policy_version: String,
+    /// Pseudonymous (see [`crate::Pseudonymizer`]); `None` when authentication failed.
+    pub subject: Option<String>,
+    pub caller: Option<CallerRecord>,
+    pub data_subject_jurisdiction: Option<String>,
+    pub data_subject_country: Option<String>,
+    pub residency_source: Option<String>,
+    pub request_origin_region: Option<String>,
+    pub tier: Option<u8>,
+    pub tier_declared: Option<u8>,
+    /// `chat` | `embeddings` | `messages` | `models`.
+    pub operation: String,
+    pub model: Option<String>,
+    pub outcome: Outcome,
+    /// The wire reason code.
+    pub reason: Option<String>,
+    /// A short why per candidate endpoint.
+    pub reasons: Vec<String>,
+    pub model_endpoint: Option<String>,
+    pub provider: Option<String>,
+    pub operator: Option<String>,
+    pub processing_regions: Vec<String>,
+    pub processing_jurisdictions: Vec<String>,
+    pub transfer_mechanism: Option<String>,
+    pub transfer_reference: Option<String>,
+    pub audit_storage_region: Option<String>,
+    pub payload: Payload,
+    /// Counts per entity type; never values.
+    pub pii: Option<BTreeMap<String, u64>>,
+}
+
+/// Who called: `{"type":"user","issuer":..}` or `{"type":"workload","key_id":..}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallerRecord {
+    User { issuer: String },
+    Workload { key_id: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allowed,
+    Refused,
+}
+
+/// What of the request content is kept: nothing, a digest, or ciphertext under the subject's data key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Payload {
+    None,
+    Digest {
+        sha256: String,
+    },
+    Encrypted {
+        alg: String,
+        key_id: String,
+        nonce: String,
+        ciphertext: String,
+    },
+}
+
+/// Follows the response (or the failure) of an allowed decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRecord {
+    pub v: u32,
+    pub decision_id: uuid::Uuid,
+    pub ts: String,
+    pub status: u16,
+    /// The endpoint that finally served (after any failover).
+    pub model_endpoint: Option<String>,
+    pub processing_regions: Vec<String>,
+    pub attempts: u32,
+    pub latency_ms: Latency,
+    /// Token usage when the upstream reports it.
+    pub usage: Option<serde_json::Value>,
+    pub stream: bool,
+    /// Error code, if the request failed.
+    pub error: Option<String>,
+    pub processing_evidence: Option<Evidence>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub total: f64,
+    pub upstream: f64,
+}
+
+/// What the upstream itself reported about where it ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub reported: serde_json::Value,
+    pub contradicts_decision: bool,
+}
+
+/// A fresh decision id (UUIDv7: time-ordered).
+pub fn new_decision_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+/// Now, as RFC 3339 UTC with microseconds: `2026-11-25T07:40:01.123456Z`.
+pub fn now_rfc3339_micros() -> String {
+    format_rfc3339_micros(time::OffsetDateTime::now_utc())
+}
+
+pub(crate) fn format_rfc3339_micros(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// `Payload::Digest` of the content: lowercase hex SHA-256.
+pub fn digest(bytes: &[u8]) -> Payload {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    Payload::Digest {
+        sha256: hex::encode(d.as_ref()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_decision(n: u64) -> Record {
+        Record::Decision(DecisionRecord {
+            v: RECORD_VERSION,
+            decision_id: new_decision_id(),
+            ts: now_rfc3339_micros(),
+            gateway_id: "gw-test".into(),
+            gateway_region: Some("eu-central-1".into()),
+            policy_version: "sha256:abc".into(),
+            subject: Some(format!("ps:{n:032x}")),
+            caller: Some(CallerRecord::User {
+                issuer: "https://idp.example".into(),
+            }),
+            data_subject_jurisdiction: Some("EU".into()),
+            data_subject_country: Some("DE".into()),
+            residency_source: Some("claim:country".into()),
+            request_origin_region: None,
+            tier: Some(2),
+            tier_declared: None,
+            operation: "chat".into(),
+            model: Some("m-small".into()),
+            outcome: Outcome::Allowed,
+            reason: None,
+            reasons: vec!["eu-1: permitted".into()],
+            model_endpoint: Some("eu-1".into()),
+            provider: Some("echo".into()),
+            operator: None,
+            processing_regions: vec!["eu-central-1".into()],
+            processing_jurisdictions: vec!["EU".into()],
+            transfer_mechanism: None,
+            transfer_reference: None,
+            audit_storage_region: Some("eu-central-1".into()),
+            payload: digest(&n.to_le_bytes()),
+            pii: Some(BTreeMap::from([("email".to_string(), 1)])),
+        })
+    }
+
+    pub(crate) fn sample_completion() -> Record {
+        Record::Completion(CompletionRecord {
+            v: RECORD_VERSION,
+            decision_id: new_decision_id(),
+            ts: now_rfc3339_micros(),
+            status: 200,
+            model_endpoint: Some("eu-1".into()),
+            processing_regions: vec!["eu-central-1".into()],
+            attempts: 1,
+            latency_ms: Latency {
+                total: 12.5,
+                upstream: 10.25,
+            },
+            usage: Some(serde_json::json!({"prompt_tokens": 3, "completion_tokens": 5})),
+            stream: false,
+            error: None,
+            processing_evidence: Some(Evidence {
+                reported: serde_json::json!({"inference_geo": "eu"}),
+                contradicts_decision: false,
+            }),
+        })
+    }
+
+    #[test]
+    fn decision_json_has_spec_field_names() {
+        let v = serde_json::to_value(sample_decision(1)).unwrap();
+        let obj = v.as_object().unwrap();
+        for k in [
+            "v",
+            "kind",
+            "decision_id",
+            "ts",
+            "gateway_id",
+            "gateway_region",
+            "policy_version",
+            "subject",
+            "caller",
+            "data_subject_jurisdiction",
+            "data_subject_country",
+            "residency_source",
+            "request_origin_region",
+            "tier",
+            "tier_declared",
+            "operation",
+            "model",
+            "outcome",
+            "reason",
+            "reasons",
+            "model_endpoint",
+            "provider",
+            "operator",
+            "processing_regions",
+            "processing_jurisdictions",
+            "transfer_mechanism",
+            "transfer_reference",
+            "audit_storage_region",
+            "payload",
+            "pii",
+        ] {
+            assert!(obj.contains_key(k), "missing {k}");
+        }
+        assert_eq!(obj.len(), 30);
+        assert_eq!(v["kind"], "decision");
+        assert_eq!(v["outcome"], "allowed");
+        assert_eq!(v["caller"]["type"], "user");
+        assert_eq!(v["payload"]["mode"], "digest");
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert!(matches!(back, Record::Decision(_)));
+    }
+
+    #[test]
+    fn completion_json_round_trips() {
+        let r = sample_completion();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["kind"], "completion");
+        assert_eq!(v["latency_ms"]["upstream"], 10.25);
+        assert_eq!(v["processing_evidence"]["contradicts_decision"], false);
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn payload_and_caller_shapes() {
+        assert_eq!(
+            serde_json::to_string(&Payload::None).unwrap(),
+            r#"{"mode":"none"}"#
+        );
+        let c = CallerRecord::Workload { key_id: "k1".into() };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"type":"workload","key_id":"k1"}"#
+        );
+        let Payload::Digest { sha256 } = digest(b"abc") else {
+            panic!("not a digest")
+        };
+        assert_eq!(
+            sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn timestamps_have_microseconds() {
+        let t = time::macros::datetime!(2026-11-25 07:40:01.123456 UTC);
+        assert_eq!(format_rfc3339_micros(t), "2026-11-25T07:40:01.123456Z");
+        let t = time::macros::datetime!(2026-01-02 03:04:05 +02:00);
+        assert_eq!(format_rfc3339_micros(t), "2026-01-02T01:04:05.000000Z");
+        let now = now_rfc3339_micros();
+        assert_eq!(now.len(), 27);
+        assert!(now.ends_with('Z'));
+        assert_eq!(new_decision_id().get_version_num(), 7);
+    }
+}

@@ -1,0 +1,296 @@
+//! The on-disk format, shared by the writer, recovery and verification.
+//!
+//! A store is a directory of segment files named for the index of their first record,
+//! `{index:020}.log`. A segment is a sequence of frames:
+//!
+//! ```text
+//! [u32 LE body length][u32 LE CRC-32C of body][body]
+//! body = {"i":<index>,"prev":"<64 lowercase hex>","rec":<record JSON>}
+//! entry hash(i) = SHA-256(entry hash(i-1) || body(i)),  entry hash(-1) = 32 zero bytes
+//! ```
+//!
+//! `prev` is the entry hash of the previous record, so each body commits to the whole history
+//! before it. The body layout is exact (the writer emits it, the reader parses it strictly).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Frame header: length + CRC.
+pub(crate) const HEADER: usize = 8;
+/// Largest body accepted (a record is a few KiB; encrypted payloads are bounded by the gateway).
+pub const MAX_BODY: usize = 16 << 20;
+/// A segment is rolled once it reaches this size (at batch granularity).
+pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+pub(crate) const ZERO_HASH: [u8; 32] = [0; 32];
+
+const PRE_I: &[u8] = b"{\"i\":";
+const PRE_PREV: &[u8] = b",\"prev\":\"";
+const PRE_REC: &[u8] = b"\",\"rec\":";
+
+pub(crate) fn segment_name(start: u64) -> String {
+    format!("{start:020}.log")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The segment files of a store, in index order. Other files are ignored.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(start) = name.to_str().and_then(parse_segment_name)
+            && entry.file_type()?.is_file()
+        {
+            out.push((start, entry.path()));
+        }
+    }
+    out.sort_by_key(|(start, _)| *start);
+    Ok(out)
+}
+
+pub(crate) fn entry_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(prev);
+    ctx.update(body);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut pos = tmp.len();
+    loop {
+        pos -= 1;
+        tmp[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[pos..]);
+}
+
+/// Append one frame for `rec` (record JSON) at `index`, chained to `prev`. Returns the new entry
+/// hash, or the body length if it exceeds [`MAX_BODY`] (then `buf` is left unchanged).
+pub(crate) fn encode_frame(
+    buf: &mut Vec<u8>,
+    index: u64,
+    prev: &[u8; 32],
+    rec: &[u8],
+) -> Result<[u8; 32], usize> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    buf.extend_from_slice(PRE_I);
+    push_u64(buf, index);
+    buf.extend_from_slice(PRE_PREV);
+    let mut hex_prev = [0u8; 64];
+    // Cannot fail: the output is exactly twice the input.
+    let _ = hex::encode_to_slice(prev, &mut hex_prev);
+    buf.extend_from_slice(&hex_prev);
+    buf.extend_from_slice(PRE_REC);
+    buf.extend_from_slice(rec);
+    buf.push(b'}');
+    let body_len = buf.len() - start - HEADER;
+    if body_len > MAX_BODY {
+        buf.truncate(start);
+        return Err(body_len);
+    }
+    let (head, body) = buf[start..].split_at_mut(HEADER);
+    let crc = crc32c::crc32c(body);
+    head[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    head[4..].copy_from_slice(&crc.to_le_bytes());
+    Ok(entry_hash(prev, body))
+}
+
+/// A parsed body.
+pub(crate) struct Envelope<'a> {
+    pub index: u64,
+    pub prev: [u8; 32],
+    pub rec: &'a [u8],
+}
+
+/// Strictly parse a body as the writer emits it.
+pub(crate) fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
+    let rest = body.strip_prefix(PRE_I)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let index: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = rest[digits..].strip_prefix(PRE_PREV)?;
+    if rest.len() < 64 {
+        return None;
+    }
+    let (hex_prev, rest) = rest.split_at(64);
+    if !hex_prev.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut prev = [0u8; 32];
+    hex::decode_to_slice(hex_prev, &mut prev).ok()?;
+    let rest = rest.strip_prefix(PRE_REC)?;
+    let rec = rest.strip_suffix(b"}")?;
+    if rec.is_empty() {
+        return None;
+    }
+    Some(Envelope { index, prev, rec })
+}
+
+/// Damage found while walking the frames of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The header or the body runs past the end of the segment.
+    Truncated,
+    /// A length of zero or above [`MAX_BODY`].
+    BadLength(u32),
+    /// The body does not match its CRC.
+    BadCrc,
+}
+
+pub(crate) struct Frame<'a> {
+    pub offset: usize,
+    pub end: usize,
+    pub body: &'a [u8],
+}
+
+/// Walks the frames of a segment's bytes; stops after the first fault.
+pub(crate) struct Frames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> Frames<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Frames {
+            buf,
+            pos: 0,
+            done: false,
+        }
+    }
+
+    /// Read the frame at `pos` without advancing.
+    fn frame_at(buf: &'a [u8], pos: usize) -> Result<Frame<'a>, Fault> {
+        let rest = &buf[pos..];
+        if rest.len() < HEADER {
+            return Err(Fault::Truncated);
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len == 0 || len as usize > MAX_BODY {
+            return Err(Fault::BadLength(len));
+        }
+        let end = HEADER + len as usize;
+        if rest.len() < end {
+            return Err(Fault::Truncated);
+        }
+        let body = &rest[HEADER..end];
+        if crc32c::crc32c(body) != crc {
+            return Err(Fault::BadCrc);
+        }
+        Ok(Frame {
+            offset: pos,
+            end: pos + end,
+            body,
+        })
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<Frame<'a>, (usize, Fault)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.pos >= self.buf.len() {
+            return None;
+        }
+        match Self::frame_at(self.buf, self.pos) {
+            Ok(f) => {
+                self.pos = f.end;
+                Some(Ok(f))
+            }
+            Err(fault) => {
+                self.done = true;
+                Some(Err((self.pos, fault)))
+            }
+        }
+    }
+}
+
+/// Is there a whole, well-formed frame starting anywhere after `from`? Used to tell a torn tail
+/// (nothing valid after the damage) from damage in the middle (acknowledged records follow it).
+pub(crate) fn valid_frame_after(buf: &[u8], from: usize) -> Option<usize> {
+    let mut search = from + 1;
+    while search + HEADER + PRE_I.len() <= buf.len() {
+        let hay = &buf[search + HEADER..];
+        let hit = hay.windows(PRE_I.len()).position(|w| w == PRE_I)?;
+        let pos = search + hit;
+        if let Ok(f) = Frames::frame_at(buf, pos)
+            && parse_envelope(f.body).is_some()
+        {
+            return Some(pos);
+        }
+        search = pos + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_round_trip_and_strict_parse() {
+        let mut buf = Vec::new();
+        let h0 = encode_frame(&mut buf, 0, &ZERO_HASH, br#"{"kind":"x"}"#).unwrap();
+        let h1 = encode_frame(&mut buf, 12345678901, &h0, br#"{"kind":"y"}"#).unwrap();
+        let frames: Vec<_> = Frames::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(frames.len(), 2);
+        let e0 = parse_envelope(frames[0].body).unwrap();
+        assert_eq!(
+            (e0.index, e0.prev, e0.rec),
+            (0, ZERO_HASH, &br#"{"kind":"x"}"#[..])
+        );
+        let e1 = parse_envelope(frames[1].body).unwrap();
+        assert_eq!(e1.index, 12345678901);
+        assert_eq!(e1.prev, h0);
+        assert_eq!(entry_hash(&e1.prev, frames[1].body), h1);
+        // The body is valid JSON.
+        let v: serde_json::Value = serde_json::from_slice(frames[1].body).unwrap();
+        assert_eq!(v["prev"], hex::encode(h0));
+        assert!(parse_envelope(br#"{"i":01,"prev":"00","rec":{}}"#).is_none());
+        assert!(parse_envelope(b"{\"i\": 1}").is_none());
+    }
+
+    #[test]
+    fn faults_are_classified() {
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, 0, &ZERO_HASH, b"{}").unwrap();
+        let whole = buf.len();
+        assert!(matches!(
+            Frames::new(&buf[..whole - 1]).next(),
+            Some(Err((0, Fault::Truncated)))
+        ));
+        let mut bad = buf.clone();
+        bad[HEADER + 2] ^= 1;
+        assert!(matches!(Frames::new(&bad).next(), Some(Err((0, Fault::BadCrc)))));
+        assert!(matches!(
+            Frames::new(&[0u8; 16]).next(),
+            Some(Err((0, Fault::BadLength(0))))
+        ));
+        let mut two = buf.clone();
+        encode_frame(&mut two, 1, &ZERO_HASH, b"{}").unwrap();
+        assert_eq!(valid_frame_after(&two, 0), Some(whole));
+        assert_eq!(valid_frame_after(&two, whole), None);
+        assert_eq!(segment_name(7), "00000000000000000007.log");
+        assert_eq!(parse_segment_name("00000000000000000007.log"), Some(7));
+        assert_eq!(parse_segment_name("7.log"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! Tests of [`crate::FileStore`]: concurrency, group commit, reopen, segment rolling, failures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::record::tests::{sample_completion, sample_decision};
+use crate::{AuditError, AuditStore, FileStore, StoreOptions, read_records, verify_store};
+
+pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
+    crate::segment::list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+pub(crate) async fn append_n(store: &FileStore, n: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for k in 0..n {
+        let rec = if k % 3 == 2 {
+            sample_completion()
+        } else {
+            sample_decision(k)
+        };
+        out.push(store.append(&rec).unwrap().await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_get_distinct_indices_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(dir.path(), StoreOptions::default()).unwrap());
+    let (tasks, per_task) = (64u64, 50u64);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for k in 0..per_task {
+                let rec = if k % 2 == 0 {
+                    sample_decision(t * 1000 + k)
+                } else {
+                    sample_completion()
+                };
+                got.push(store.append(&rec).unwrap().await.unwrap());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let total = tasks * per_task;
+    all.sort_unstable();
+    assert_eq!(all, (0..total).collect::<Vec<_>>(), "indices distinct and dense");
+    let syncs = store.sync_count();
+    assert!(syncs < total, "group commit: {syncs} fsyncs for {total} records");
+    let report = verify_store(dir.path()).unwrap();
+    assert_eq!(report.records, total);
+    assert_eq!(report.decisions, total / 2);
+    assert_eq!(report.completions, total / 2);
+    assert_eq!(report.head_hash.len(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_fsyncs_with_a_batch_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        batch_max: 1024,
+        batch_delay: Duration::from_millis(2),
+    };
+    let store = Arc::new(FileStore::open(dir.path(), opts).unwrap());
+    let mut handles = Vec::new();
+    for t in 0..32u64 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for k in 0..20 {
+                store
+                    .append(&sample_decision(t * 100 + k))
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let syncs = store.sync_count();
+    assert!(syncs * 4 < 640, "{syncs} fsyncs for 640 records");
+    assert_eq!(verify_store(dir.path()).unwrap().records, 640);
+}
+
+#[tokio::test]
+async fn batch_max_bounds_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        batch_max: 1,
+        batch_delay: Duration::ZERO,
+    };
+    let store = FileStore::open(dir.path(), opts).unwrap();
+    let acks: Vec<_> = (0..20)
+        .map(|k| store.append(&sample_decision(k)).unwrap())
+        .collect();
+    for (k, ack) in acks.into_iter().enumerate() {
+        assert_eq!(ack.await.unwrap(), k as u64);
+    }
+    assert_eq!(store.sync_count(), 20);
+}
+
+#[tokio::test]
+async fn reopen_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert!(store.check_writable().is_ok());
+    assert!(store.describe().contains(&dir.path().display().to_string()));
+    assert_eq!(append_n(&store, 10).await, (0..10).collect::<Vec<_>>());
+    let head1 = verify_store(dir.path()).unwrap().head_hash;
+    drop(store);
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(append_n(&store, 10).await, (10..20).collect::<Vec<_>>());
+    drop(store);
+    let report = verify_store(dir.path()).unwrap();
+    assert_eq!(report.records, 20);
+    assert_ne!(report.head_hash, head1);
+    let recs = read_records(dir.path()).unwrap();
+    assert_eq!(
+        recs.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn records_read_back_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let a = sample_decision(1);
+    let b = sample_completion();
+    store.append(&a).unwrap().await.unwrap();
+    store.append(&b).unwrap().await.unwrap();
+    let recs = read_records(dir.path()).unwrap();
+    assert_eq!(recs, vec![(0, a), (1, b)]);
+}
+
+#[tokio::test]
+async fn segments_roll_and_the_chain_spans_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with_segment_limit(dir.path(), StoreOptions::default(), 4096).unwrap();
+    append_n(&store, 60).await;
+    drop(store);
+    let segs = segments(dir.path());
+    assert!(segs.len() > 3, "{} segments", segs.len());
+    assert_eq!(verify_store(dir.path()).unwrap().records, 60);
+    let store = FileStore::open_with_segment_limit(dir.path(), StoreOptions::default(), 4096).unwrap();
+    assert_eq!(append_n(&store, 5).await, (60..65).collect::<Vec<_>>());
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 65);
+}
+
+#[tokio::test]
+async fn empty_last_segment_after_a_roll_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    append_n(&store, 5).await;
+    drop(store);
+    // A crash right after rolling: the new segment exists but is empty.
+    std::fs::File::create(dir.path().join(crate::segment::segment_name(5))).unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(append_n(&store, 2).await, vec![5, 6]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 7);
+}
+
+#[test]
+fn empty_store_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(FileStore::open(dir.path(), StoreOptions::default()).unwrap());
+    let r = verify_store(dir.path()).unwrap();
+    assert_eq!((r.records, r.decisions, r.completions), (0, 0, 0));
+    assert_eq!(r.head_hash, "0".repeat(64));
+    assert!(verify_store(&dir.path().join("missing")).is_err());
+}
+
+#[tokio::test]
+async fn write_failure_poisons_the_store_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    append_n(&store, 3).await;
+    store.inject_fault_for_tests();
+    let ack = store.append(&sample_decision(9)).unwrap();
+    let err = ack.await.unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+    // Every later append fails at once; the readiness probe says so.
+    let later = store.append(&sample_decision(10)).unwrap_err();
+    assert!(matches!(later, AuditError::Unavailable { .. }), "{later}");
+    assert!(store.check_writable().is_err());
+    drop(store);
+    // Reopened, the store works; the failed record was never written.
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert!(store.check_writable().is_ok());
+    assert_eq!(append_n(&store, 1).await, vec![3]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 4);
+}
+
+#[tokio::test]
+async fn queued_appends_fail_when_the_writer_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        batch_max: 1,
+        batch_delay: Duration::ZERO,
+    };
+    let store = FileStore::open(dir.path(), opts).unwrap();
+    store.inject_fault_for_tests();
+    let acks: Vec<_> = (0..50)
+        .filter_map(|k| store.append(&sample_decision(k)).ok())
+        .collect();
+    assert!(!acks.is_empty());
+    for ack in acks {
+        assert!(ack.await.is_err(), "no record may be acknowledged");
+    }
+}
+
+#[test]
+fn open_on_a_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = FileStore::open(&file, StoreOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+#[tokio::test]
+async fn oversized_record_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let crate::Record::Decision(mut d) = sample_decision(1) else {
+        unreachable!()
+    };
+    d.reasons = vec!["x".repeat(crate::MAX_BODY)];
+    let err = store.append(&crate::Record::Decision(d)).unwrap().await;
+    assert!(matches!(err, Err(AuditError::TooLarge { .. })));
+    assert_eq!(append_n(&store, 1).await, vec![0]);
+    assert!(store.check_writable().is_ok());
+}

@@ -1,0 +1,232 @@
+//! Tamper and crash tests: what [`crate::verify_store`] reports and what [`crate::FileStore::open`]
+//! does with each kind of damage; shredding keeps the chain verifiable.
+
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::record::tests::sample_decision;
+use crate::segment::{Frames, HEADER};
+use crate::store_tests::{append_n, segments};
+use crate::{
+    AuditError, AuditStore, BreakKind, FileStore, Keystore, Payload, Pseudonymizer, Record, StoreOptions,
+    read_records, verify_store,
+};
+
+/// A closed store of `n` records in one segment; returns (dir guard, segment path, frame ranges).
+async fn store_of(n: u64) -> (tempfile::TempDir, PathBuf, Vec<Range<usize>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    append_n(&store, n).await;
+    drop(store);
+    let seg = segments(dir.path()).remove(0);
+    let ranges = frame_ranges(&seg);
+    assert_eq!(ranges.len() as u64, n);
+    (dir, seg, ranges)
+}
+
+fn frame_ranges(seg: &Path) -> Vec<Range<usize>> {
+    let data = fs::read(seg).unwrap();
+    Frames::new(&data)
+        .map(|f| {
+            let f = f.unwrap();
+            f.offset..f.end
+        })
+        .collect()
+}
+
+fn kind_at(dir: &Path) -> (BreakKind, u64) {
+    let e = verify_store(dir).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(&dir.display().to_string()), "names the store: {msg}");
+    (e.kind().unwrap().clone(), e.index().unwrap())
+}
+
+fn reopen(dir: &Path) -> Result<FileStore, AuditError> {
+    FileStore::open(dir, StoreOptions::default())
+}
+
+#[tokio::test]
+async fn flipped_byte_is_a_bad_crc_and_open_refuses() {
+    let (dir, seg, r) = store_of(10).await;
+    let mut data = fs::read(&seg).unwrap();
+    data[r[4].start + HEADER + 30] ^= 0x01;
+    fs::write(&seg, &data).unwrap();
+    assert_eq!(kind_at(dir.path()), (BreakKind::BadCrc, 4));
+    // Acknowledged records follow the damage: not a torn tail, so open fails closed.
+    let err = reopen(dir.path()).unwrap_err();
+    assert!(matches!(err, AuditError::Corrupt { .. }), "{err}");
+    assert!(read_records(dir.path()).is_err());
+}
+
+/// Rewrite frame `k` with `f(body)` and a correct header, as a careful forger would.
+fn forge(seg: &Path, r: &[Range<usize>], k: usize, f: impl FnOnce(&str) -> String) {
+    let data = fs::read(seg).unwrap();
+    let body = std::str::from_utf8(&data[r[k].start + HEADER..r[k].end]).unwrap();
+    let new_body = f(body);
+    assert_ne!(new_body, body);
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(new_body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(new_body.as_bytes()).to_le_bytes());
+    frame.extend_from_slice(new_body.as_bytes());
+    let mut out = data[..r[k].start].to_vec();
+    out.extend_from_slice(&frame);
+    out.extend_from_slice(&data[r[k].end..]);
+    fs::write(seg, out).unwrap();
+}
+
+#[tokio::test]
+async fn rewritten_body_with_recomputed_crc_breaks_the_hash_chain() {
+    let (dir, seg, r) = store_of(10).await;
+    forge(&seg, &r, 3, |b| b.replace("\"allowed\"", "\"refused\""));
+    assert_eq!(kind_at(dir.path()), (BreakKind::Modified, 4));
+    // A different length too.
+    let (dir, seg, r) = store_of(10).await;
+    forge(&seg, &r, 6, |b| b.replace("gw-test", "gw-forged-elsewhere"));
+    assert_eq!(kind_at(dir.path()), (BreakKind::Modified, 7));
+}
+
+#[tokio::test]
+async fn rewritten_link_is_modified_too() {
+    let (dir, seg, r) = store_of(10).await;
+    forge(&seg, &r, 5, |b| {
+        let at = b.find("\"prev\":\"").unwrap() + 8;
+        let flipped = if &b[at..at + 1] == "0" { "1" } else { "0" };
+        format!("{}{}{}", &b[..at], flipped, &b[at + 1..])
+    });
+    assert_eq!(kind_at(dir.path()), (BreakKind::Modified, 5));
+}
+
+#[tokio::test]
+async fn deleted_middle_frame_is_a_chain_break() {
+    let (dir, seg, r) = store_of(10).await;
+    let data = fs::read(&seg).unwrap();
+    let mut out = data[..r[4].start].to_vec();
+    out.extend_from_slice(&data[r[4].end..]);
+    fs::write(&seg, out).unwrap();
+    assert_eq!(
+        kind_at(dir.path()),
+        (
+            BreakKind::RemovedOrReordered {
+                expected: 4,
+                found: 5
+            },
+            4
+        )
+    );
+}
+
+#[tokio::test]
+async fn swapped_frames_are_a_chain_break() {
+    let (dir, seg, r) = store_of(10).await;
+    let data = fs::read(&seg).unwrap();
+    let mut out = data[..r[2].start].to_vec();
+    out.extend_from_slice(&data[r[3].clone()]);
+    out.extend_from_slice(&data[r[2].clone()]);
+    out.extend_from_slice(&data[r[3].end..]);
+    fs::write(&seg, out).unwrap();
+    assert_eq!(
+        kind_at(dir.path()),
+        (
+            BreakKind::RemovedOrReordered {
+                expected: 2,
+                found: 3
+            },
+            2
+        )
+    );
+}
+
+#[tokio::test]
+async fn removed_first_segment_is_a_chain_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with_segment_limit(dir.path(), StoreOptions::default(), 2048).unwrap();
+    append_n(&store, 30).await;
+    drop(store);
+    let segs = segments(dir.path());
+    fs::remove_file(&segs[0]).unwrap();
+    let (kind, index) = kind_at(dir.path());
+    assert!(
+        matches!(kind, BreakKind::RemovedOrReordered { expected: 0, .. }),
+        "{kind:?}"
+    );
+    assert_eq!(index, 0);
+}
+
+#[tokio::test]
+async fn truncated_tail_is_reported_then_cut_on_open() {
+    let (dir, seg, r) = store_of(10).await;
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len((r[9].start + 20) as u64).unwrap();
+    drop(f);
+    assert_eq!(kind_at(dir.path()), (BreakKind::Truncated, 9));
+    let store = reopen(dir.path()).unwrap();
+    assert_eq!(append_n(&store, 3).await, vec![9, 10, 11]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 12);
+}
+
+#[tokio::test]
+async fn torn_last_frame_with_bad_crc_or_zeros_is_cut_on_open() {
+    // Garbage inside the last frame: its CRC fails and nothing valid follows.
+    let (dir, seg, r) = store_of(5).await;
+    let mut data = fs::read(&seg).unwrap();
+    data[r[4].end - 3] ^= 0xff;
+    fs::write(&seg, &data).unwrap();
+    assert_eq!(kind_at(dir.path()), (BreakKind::BadCrc, 4));
+    let store = reopen(dir.path()).unwrap();
+    assert_eq!(append_n(&store, 1).await, vec![4]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 5);
+
+    // A file extended with zeros by a crash (the data never reached the disk).
+    let (dir, seg, _) = store_of(5).await;
+    let mut data = fs::read(&seg).unwrap();
+    data.extend_from_slice(&[0u8; 300]);
+    fs::write(&seg, &data).unwrap();
+    assert!(matches!(kind_at(dir.path()).0, BreakKind::BadFraming { len: 0 }));
+    let store = reopen(dir.path()).unwrap();
+    assert_eq!(append_n(&store, 1).await, vec![5]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 6);
+}
+
+#[tokio::test]
+async fn shredding_a_key_keeps_the_chain_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("EU");
+    let keys = dir.path().join("keys");
+    let pseudo = Pseudonymizer::open(&keys).unwrap();
+    let ks = Keystore::open(&keys, [9u8; 32]).unwrap();
+    let alice = pseudo.subject("EU", "alice").unwrap();
+    let bob = pseudo.subject("EU", "bob").unwrap();
+    let store = FileStore::open(&store_dir, StoreOptions::default()).unwrap();
+    for (k, (who, text)) in [(&alice, "alice's prompt"), (&bob, "bob's prompt")]
+        .into_iter()
+        .enumerate()
+    {
+        let Record::Decision(mut d) = sample_decision(k as u64) else {
+            unreachable!()
+        };
+        d.subject = Some(who.clone());
+        d.payload = ks.seal("EU", who, text.as_bytes()).unwrap();
+        store.append(&Record::Decision(d)).unwrap().await.unwrap();
+    }
+    drop(store);
+    let before = verify_store(&store_dir).unwrap();
+    assert!(ks.shred("EU", &alice).unwrap());
+    assert_eq!(verify_store(&store_dir).unwrap(), before);
+    let payloads: Vec<Payload> = read_records(&store_dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| match r {
+            Record::Decision(d) => d.payload,
+            Record::Completion(_) => unreachable!(),
+        })
+        .collect();
+    assert!(matches!(
+        ks.open_payload("EU", &payloads[0]),
+        Err(AuditError::KeyShredded { .. })
+    ));
+    assert_eq!(ks.open_payload("EU", &payloads[1]).unwrap(), b"bob's prompt");
+}
