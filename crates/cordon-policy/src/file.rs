@@ -58,7 +58,12 @@ pub struct GatewaySection {
 
 impl Default for GatewaySection {
     fn default() -> Self {
-        GatewaySection { id: default_gateway_id(), region: None, development: false, regional_gateways: BTreeMap::new() }
+        GatewaySection {
+            id: default_gateway_id(),
+            region: None,
+            development: false,
+            regional_gateways: BTreeMap::new(),
+        }
     }
 }
 
@@ -176,9 +181,18 @@ fn default_durability() -> Durability {
 impl TierSpec {
     pub fn default_for(tier: Tier) -> TierSpec {
         match tier {
-            Tier::Personal => TierSpec { audit_payload: PayloadMode::Encrypted, durability: Durability::Strict },
-            Tier::Derived => TierSpec { audit_payload: PayloadMode::Digest, durability: Durability::Overlapped },
-            Tier::NotPersonal => TierSpec { audit_payload: PayloadMode::None, durability: Durability::Overlapped },
+            Tier::Personal => TierSpec {
+                audit_payload: PayloadMode::Encrypted,
+                durability: Durability::Strict,
+            },
+            Tier::Derived => TierSpec {
+                audit_payload: PayloadMode::Digest,
+                durability: Durability::Overlapped,
+            },
+            Tier::NotPersonal => TierSpec {
+                audit_payload: PayloadMode::None,
+                durability: Durability::Overlapped,
+            },
         }
     }
 }

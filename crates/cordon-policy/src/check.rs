@@ -1,0 +1,262 @@
+//! `cordon policy check`: what is wrong or risky in a policy, each with a location. Errors stop a
+//! policy from loading; warnings and notes are printed by `policy check` and at startup.
+
+use std::fmt;
+
+use cordon_types::{Jurisdiction, Region, Tier, TransferMechanism};
+
+use crate::compile::{Policy, Verdict};
+use crate::file::{Day, PolicyFile};
+use crate::reference::World;
+use crate::transfer::PSEUDONYMIZATION_AVAILABLE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+    Note,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// Where in the policy (`models.chat.endpoints[us-east]`).
+    pub at: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(at: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+    pub fn warning(at: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+    pub fn note(at: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Note,
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
+        write!(f, "{s}: {}: {}", self.at, self.message)
+    }
+}
+
+/// Checks that need only the file and the facts (run during compilation).
+pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Diagnostic>) {
+    for (i, rule) in file.transfers.iter().enumerate() {
+        let at = format!("transfers[{i}] ({}→{})", rule.from, rule.to);
+        for j in [rule.from, rule.to] {
+            if !world.jurisdictions.contains_key(&j) {
+                diags.push(Diagnostic::error(&at, format!("unknown jurisdiction '{j}'")));
+            }
+        }
+        if rule.tiers.is_empty() {
+            diags.push(Diagnostic::error(&at, "tiers is empty"));
+        }
+        match rule.mechanism {
+            TransferMechanism::InJurisdiction => {
+                diags.push(Diagnostic::error(&at, "in_jurisdiction is not a transfer mechanism"))
+            }
+            TransferMechanism::Scc if rule.reference.is_none() || rule.expires.is_none() => diags.push(
+                Diagnostic::error(&at, "scc needs a reference (contract and TIA) and an expires date"),
+            ),
+            TransferMechanism::Pseudonymized if !PSEUDONYMIZATION_AVAILABLE => diags.push(Diagnostic::warning(
+                &at,
+                "pseudonymized transfers need the content scrubber, which this version does not have: the rule never permits (fails closed)",
+            )),
+            TransferMechanism::Adequacy => {
+                let finding = world.adequacy.get(&rule.from).and_then(|m| m.get(&rule.to));
+                match finding {
+                    None => diags.push(Diagnostic::error(
+                        &at,
+                        format!("{}'s regime has no adequacy finding for {} in the reference data", rule.from, rule.to),
+                    )),
+                    Some(a) if !a.verified => diags.push(Diagnostic::note(
+                        &at,
+                        "relies on an adequacy fact marked unverified in the reference data",
+                    )),
+                    Some(_) => {}
+                }
+            }
+            _ => {}
+        }
+        if world.is_localized(rule.from) && rule.reference.is_none() {
+            diags.push(Diagnostic::error(
+                &at,
+                format!(
+                    "{} is localized: a transfer out needs the regulator's approval named in `reference`",
+                    rule.from
+                ),
+            ));
+        }
+    }
+    // Audit stores and replicas must sit inside the jurisdiction they serve (or an adequate one).
+    for (j, store) in &file.audit.stores {
+        let at = format!("audit.stores.{j}");
+        if !world.jurisdictions.contains_key(j) {
+            diags.push(Diagnostic::error(&at, format!("unknown jurisdiction '{j}'")));
+            continue;
+        }
+        match &store.region {
+            Some(r) => storage_check(world, file, *j, r, &at, "store", diags),
+            None if !file.gateway.development => diags.push(Diagnostic::warning(
+                &at,
+                "no region declared: cannot show the store is in-jurisdiction",
+            )),
+            None => {}
+        }
+        if let Some(rep) = &store.replica {
+            storage_check(
+                world,
+                file,
+                *j,
+                &rep.region,
+                &format!("{at}.replica"),
+                "replica",
+                diags,
+            );
+        }
+    }
+    if file.gateway.region.is_none() && file.gateway.development {
+        diags.push(Diagnostic::note(
+            "gateway.region",
+            "development instance with no region: condition 3 (where the decision is made) is not judged",
+        ));
+    }
+}
+
+/// A store (or replica) in `region` for jurisdiction `j`: in-jurisdiction, or adequate for j's regime
+/// under a policy rule, else an error.
+fn storage_check(
+    world: &World,
+    file: &PolicyFile,
+    j: Jurisdiction,
+    region: &Region,
+    at: &str,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(info) = world.regions.get(region) else {
+        diags.push(Diagnostic::error(at, format!("unknown region '{region}'")));
+        return;
+    };
+    let dest = world.jurisdiction_of_country(info.country);
+    if dest == j {
+        return;
+    }
+    let adequate = world
+        .adequacy
+        .get(&j)
+        .and_then(|m| m.get(&dest))
+        .is_some_and(|a| a.condition.is_none());
+    let ruled = file
+        .transfers
+        .iter()
+        .any(|r| r.from == j && r.to == dest && r.tiers.contains(&Tier::Personal));
+    if !(adequate && ruled) {
+        diags.push(Diagnostic::error(
+            at,
+            format!("{what} region {region} is in {dest}, outside {j}'s permitted area: audit records would leave {j}"),
+        ));
+    }
+}
+
+impl Policy {
+    /// Everything `cordon policy check` reports, given today's date.
+    pub fn diagnostics(&self, today: Day) -> Vec<Diagnostic> {
+        let mut out = self.warnings.clone();
+        for (name, op) in &self.file.providers {
+            if let Some(d) = op.expires
+                && today > d
+            {
+                out.push(Diagnostic::warning(
+                    format!("providers.{name}"),
+                    format!(
+                        "agreement {} expired on {d}: its endpoints are not permitted",
+                        op.dpa.as_deref().unwrap_or("(no dpa)")
+                    ),
+                ));
+            }
+        }
+        for (i, rule) in self.file.transfers.iter().enumerate() {
+            if let Some(d) = rule.expires
+                && today > d
+            {
+                out.push(Diagnostic::warning(
+                    format!("transfers[{i}] ({}→{})", rule.from, rule.to),
+                    format!(
+                        "reference {} expired on {d}",
+                        rule.reference.as_deref().unwrap_or("(none)")
+                    ),
+                ));
+            }
+        }
+        for ep in &self.endpoints {
+            for r in &ep.location.regions {
+                let unverified = self.world.regions.get(r).is_some_and(|i| !i.verified)
+                    || self.world.sets.get(r).is_some_and(|s| !s.verified);
+                if unverified {
+                    out.push(Diagnostic::note(
+                        format!("models.{}.endpoints[{}]", ep.model, ep.id()),
+                        format!("{r} is marked unverified in the reference data"),
+                    ));
+                }
+            }
+        }
+        // Parity gaps: a model a served jurisdiction uses, with no permitted endpoint there.
+        for j in self.served_jurisdictions() {
+            for (mi, model) in self.models.iter().enumerate() {
+                let Some(verdicts) = self.table.get(&(mi, j, Tier::Personal)) else {
+                    continue;
+                };
+                let any = verdicts.iter().any(|v| match v {
+                    Verdict::Permitted { valid_until, .. } => valid_until.is_none_or(|d| today <= d),
+                    Verdict::Refused { .. } => false,
+                });
+                if !any {
+                    out.push(Diagnostic::warning(
+                        format!("models.{}", model.name),
+                        format!("parity gap: no endpoint permitted for {j} at tier 1 (requests from {j} are refused)"),
+                    ));
+                }
+            }
+        }
+        out.sort_by_key(|d| d.severity);
+        out
+    }
+
+    /// Jurisdictions this gateway serves: those with an explicit audit store or an API key, and on a
+    /// development instance with an audit root, every jurisdiction some endpoint processes in.
+    pub fn served_jurisdictions(&self) -> Vec<Jurisdiction> {
+        let mut js: std::collections::BTreeSet<Jurisdiction> =
+            self.file.audit.stores.keys().copied().collect();
+        js.extend(self.file.identity.api_keys.iter().map(|k| k.jurisdiction));
+        if self.file.audit.root.is_some() {
+            for ep in &self.endpoints {
+                if let Some(ejs) = &ep.location.jurisdictions {
+                    js.extend(ejs.iter().copied());
+                }
+            }
+        }
+        js.into_iter().collect()
+    }
+}
