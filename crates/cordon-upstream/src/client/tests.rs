@@ -1,0 +1,1 @@
+//! Tests of the network providers against mock upstreams.

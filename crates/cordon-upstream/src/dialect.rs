@@ -1,0 +1,290 @@
+//! How each network provider is addressed: the URL shape and the headers, as a table, plus the
+//! request-body rewrite every provider shares (the public model name becomes the upstream one).
+
+use cordon_policy::{Endpoint, ProviderKind};
+use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::error::UpstreamError;
+use crate::operation::{Operation, supports};
+
+/// Azure OpenAI `api-version` when the endpoint names none.
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+/// Anthropic `anthropic-version`.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Where the operation path goes.
+#[derive(Clone, Copy)]
+enum Route {
+    /// `{url}/{op path}`.
+    Base,
+    /// `{url}/openai/deployments/{deployment}/{op path}?api-version={v}`.
+    AzureDeployment,
+}
+
+/// How the credential is sent.
+#[derive(Clone, Copy)]
+enum Auth {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `<name>: <secret>`.
+    Header(&'static str),
+}
+
+struct Dialect {
+    provider: ProviderKind,
+    route: Route,
+    auth: Auth,
+    fixed_headers: &'static [(&'static str, &'static str)],
+}
+
+const DIALECTS: &[Dialect] = &[
+    Dialect {
+        provider: ProviderKind::Openai,
+        route: Route::Base,
+        auth: Auth::Bearer,
+        fixed_headers: &[],
+    },
+    Dialect {
+        provider: ProviderKind::AzureOpenai,
+        route: Route::AzureDeployment,
+        auth: Auth::Header("api-key"),
+        fixed_headers: &[],
+    },
+    Dialect {
+        provider: ProviderKind::Anthropic,
+        route: Route::Base,
+        auth: Auth::Header("x-api-key"),
+        fixed_headers: &[("anthropic-version", ANTHROPIC_VERSION)],
+    },
+];
+
+/// The path of an operation below the provider's base.
+fn op_path(op: Operation) -> &'static [&'static str] {
+    match op {
+        Operation::Chat => &["chat", "completions"],
+        Operation::Embeddings => &["embeddings"],
+        Operation::Messages => &["messages"],
+    }
+}
+
+/// A request ready to send.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// The model name sent upstream.
+pub(crate) fn upstream_model(endpoint: &Endpoint) -> &str {
+    endpoint.spec.upstream_model.as_deref().unwrap_or(&endpoint.model)
+}
+
+/// A 400 in the operation's own error envelope (OpenAI's, or Anthropic's on Messages).
+pub(crate) fn invalid_request(op: Operation, message: &str) -> UpstreamError {
+    let body = match op {
+        Operation::Messages => json!({
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": message}
+        }),
+        Operation::Chat | Operation::Embeddings => json!({
+            "error": {"type": "invalid_request_error", "code": "invalid_request", "message": message, "param": null}
+        }),
+    };
+    UpstreamError::Status {
+        status: 400,
+        body: body.to_string().into_bytes().into(),
+    }
+}
+
+/// The client's body with `model` rewritten and `stream: true` set on stream requests.
+pub(crate) fn rewrite_body(
+    endpoint: &Endpoint,
+    op: Operation,
+    body: &Value,
+    stream: bool,
+) -> Result<Value, UpstreamError> {
+    let Some(obj) = body.as_object() else {
+        return Err(invalid_request(op, "the request body must be a JSON object"));
+    };
+    let mut obj = obj.clone();
+    obj.insert(
+        "model".to_string(),
+        Value::String(upstream_model(endpoint).to_string()),
+    );
+    if stream && op != Operation::Embeddings {
+        obj.insert("stream".to_string(), Value::Bool(true));
+    }
+    Ok(Value::Object(obj))
+}
+
+/// Build the URL, headers and body for a network provider. `secret` resolves a credential variable.
+pub(crate) fn prepare(
+    endpoint: &Endpoint,
+    op: Operation,
+    body: &Value,
+    stream: bool,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Prepared, UpstreamError> {
+    let spec = &endpoint.spec;
+    let provider = spec.provider;
+    if !supports(provider, op) {
+        return Err(UpstreamError::Config(format!(
+            "endpoint '{}': provider {} does not serve {op}",
+            spec.id,
+            provider.as_str()
+        )));
+    }
+    let dialect = DIALECTS.iter().find(|d| d.provider == provider).ok_or_else(|| {
+        UpstreamError::Config(format!(
+            "endpoint '{}': provider {} has no network dialect",
+            spec.id,
+            provider.as_str()
+        ))
+    })?;
+
+    let url = build_url(endpoint, dialect.route, op)?;
+
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in dialect.fixed_headers {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    if let Some(var) = &spec.api_key_env {
+        let key = secret(var).ok_or_else(|| {
+            UpstreamError::Config(format!(
+                "endpoint '{}': environment variable {var} is not set",
+                spec.id
+            ))
+        })?;
+        let (name, text) = match dialect.auth {
+            Auth::Bearer => (reqwest::header::AUTHORIZATION, format!("Bearer {key}")),
+            Auth::Header(name) => (HeaderName::from_static(name), key),
+        };
+        let mut value = HeaderValue::from_str(&text).map_err(|_| {
+            UpstreamError::Config(format!(
+                "endpoint '{}': the value of {var} is not a valid header value",
+                spec.id
+            ))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+
+    Ok(Prepared {
+        url,
+        headers,
+        body: rewrite_body(endpoint, op, body, stream)?,
+    })
+}
+
+fn build_url(endpoint: &Endpoint, route: Route, op: Operation) -> Result<Url, UpstreamError> {
+    let spec = &endpoint.spec;
+    let config = |what: &str| UpstreamError::Config(format!("endpoint '{}': {what}", spec.id));
+    let base = spec.url.as_deref().ok_or_else(|| config("has no url"))?;
+    // The URL itself is never echoed: it may carry userinfo.
+    let mut url = Url::parse(base.trim_end_matches('/')).map_err(|_| config("url is not a valid URL"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(config("url must be http or https"));
+    }
+    {
+        let mut segments = url
+            .path_segments_mut()
+            .map_err(|_| config("url cannot take a path"))?;
+        segments.pop_if_empty();
+        if let Route::AzureDeployment = route {
+            let deployment = spec
+                .deployment
+                .as_deref()
+                .ok_or_else(|| config("azure_openai needs a deployment"))?;
+            segments.extend(["openai", "deployments", deployment]);
+        }
+        segments.extend(op_path(op));
+    }
+    if let Route::AzureDeployment = route {
+        let version = spec.api_version.as_deref().unwrap_or(DEFAULT_AZURE_API_VERSION);
+        url.query_pairs_mut().append_pair("api-version", version);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::endpoint;
+
+    fn no_secret(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn openai_url_and_bearer() {
+        let mut ep = endpoint(ProviderKind::Openai, Some("http://127.0.0.1:9000/v1/"));
+        ep.spec.api_key_env = Some("KEY".into());
+        ep.spec.upstream_model = Some("gpt-up".into());
+        let p = prepare(
+            &ep,
+            Operation::Chat,
+            &json!({"model": "m", "messages": []}),
+            true,
+            &|v| (v == "KEY").then(|| "sk-test".to_string()),
+        )
+        .unwrap();
+        assert_eq!(p.url.as_str(), "http://127.0.0.1:9000/v1/chat/completions");
+        assert_eq!(p.headers["authorization"], "Bearer sk-test");
+        assert!(p.headers["authorization"].is_sensitive());
+        assert_eq!(p.body["model"], "gpt-up");
+        assert_eq!(p.body["stream"], true);
+        let p = prepare(&ep, Operation::Embeddings, &json!({"input": "x"}), false, &|_| {
+            Some("k".into())
+        })
+        .unwrap();
+        assert_eq!(p.url.as_str(), "http://127.0.0.1:9000/v1/embeddings");
+        assert!(p.body.get("stream").is_none());
+    }
+
+    #[test]
+    fn azure_url_has_deployment_and_version() {
+        let mut ep = endpoint(ProviderKind::AzureOpenai, Some("https://x.openai.azure.com"));
+        ep.spec.deployment = Some("gpt4o-eu".into());
+        let p = prepare(&ep, Operation::Chat, &json!({"messages": []}), false, &no_secret).unwrap();
+        assert_eq!(
+            p.url.as_str(),
+            "https://x.openai.azure.com/openai/deployments/gpt4o-eu/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(p.body["model"], "m");
+        ep.spec.api_version = Some("2025-01-01-preview".into());
+        let p = prepare(&ep, Operation::Embeddings, &json!({}), false, &no_secret).unwrap();
+        assert_eq!(
+            p.url.as_str(),
+            "https://x.openai.azure.com/openai/deployments/gpt4o-eu/embeddings?api-version=2025-01-01-preview"
+        );
+    }
+
+    #[test]
+    fn missing_secret_and_unsupported_op_are_config_errors() {
+        let mut ep = endpoint(ProviderKind::Anthropic, Some("http://h/v1"));
+        ep.spec.api_key_env = Some("CORDON_TEST_SURELY_UNSET".into());
+        let e = prepare(&ep, Operation::Messages, &json!({}), false, &no_secret).unwrap_err();
+        assert!(
+            matches!(&e, UpstreamError::Config(m) if m.contains("CORDON_TEST_SURELY_UNSET")),
+            "{e:?}"
+        );
+        let e = prepare(&ep, Operation::Chat, &json!({}), false, &no_secret).unwrap_err();
+        assert!(matches!(e, UpstreamError::Config(_)));
+        let e = prepare(&ep, Operation::Messages, &json!([1]), false, &|_| {
+            Some("k".into())
+        })
+        .unwrap_err();
+        assert!(matches!(e, UpstreamError::Status { status: 400, .. }));
+    }
+
+    #[test]
+    fn bad_url_error_does_not_echo_it() {
+        let ep = endpoint(ProviderKind::Openai, Some("not a url secret-token"));
+        let e = prepare(&ep, Operation::Chat, &json!({}), false, &no_secret).unwrap_err();
+        assert!(!e.to_string().contains("secret-token"));
+    }
+}
