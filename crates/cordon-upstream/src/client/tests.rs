@@ -444,3 +444,48 @@ async fn echo_goes_through_send_without_network() {
     let text = collect(r.body).await.unwrap();
     assert!(text.ends_with(b"data: [DONE]\n\n"));
 }
+
+#[tokio::test]
+async fn mid_stream_failure_ends_with_body_error() {
+    // The mock fails its body only after the test has the first chunk (no race with a reset).
+    let go = Arc::new(Notify::new());
+    let gate = go.clone();
+    let router = Router::new().fallback(move || {
+        let gate = gate.clone();
+        async move {
+            let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+            tokio::spawn(async move {
+                tx.send(Ok(Bytes::from_static(b"data: {}\n\n"))).await.unwrap();
+                gate.notified().await;
+                tx.send(Err(std::io::Error::other("upstream died")))
+                    .await
+                    .unwrap();
+            });
+            let body =
+                futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+    });
+    let addr = serve(router).await;
+    let ep = keyed(ProviderKind::Openai, &format!("http://{addr}/v1"));
+    let r = upstreams(&limits(5_000, 10_000))
+        .send(&ep, Operation::Chat, &json!({}), true)
+        .await
+        .unwrap();
+    let ResponseBody::Stream(mut s) = r.body else {
+        panic!("expected a stream")
+    };
+    assert_eq!(&s.next().await.unwrap().unwrap()[..], b"data: {}\n\n");
+    go.notify_one();
+    let err = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Body(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(s.next().await.is_none());
+}
