@@ -33,6 +33,8 @@ pub enum AuditError {
         offset: u64,
         detail: String,
     },
+    #[error("audit store {path} is already open in this process")]
+    AlreadyOpen { path: PathBuf },
     #[error("audit record could not be serialized: {0}")]
     Serialize(String),
     #[error("audit record too large: {len} bytes (limit {limit})")]

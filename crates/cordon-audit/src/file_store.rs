@@ -8,12 +8,14 @@
 //! behind it: open refuses with [`AuditError::Corrupt`] (fail closed: the gateway answers
 //! `audit_unavailable` for that jurisdiction until an operator has run `cordon audit verify`).
 //!
-//! One process per store directory: there is no cross-process lock yet.
+//! One writer per store directory: a second `open` of the same directory in this process is
+//! refused ([`AuditError::AlreadyOpen`]); there is no cross-process lock yet.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -51,6 +53,35 @@ pub struct FileStore {
     shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    _guard: OpenGuard,
+}
+
+/// Directories with an open [`FileStore`] in this process.
+static OPEN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+/// Registration of an open store directory; released on drop (after the writer has stopped).
+struct OpenGuard(PathBuf);
+
+impl OpenGuard {
+    fn acquire(dir: &Path) -> Result<OpenGuard, AuditError> {
+        let key = fs::canonicalize(dir).map_err(AuditError::io(dir, "resolve store directory"))?;
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !open.get_or_insert_with(HashSet::new).insert(key.clone()) {
+            return Err(AuditError::AlreadyOpen {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(OpenGuard(key))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = open.as_mut() {
+            set.remove(&self.0);
+        }
+    }
 }
 
 impl std::fmt::Debug for FileStore {
@@ -79,6 +110,7 @@ impl FileStore {
         segment_bytes: u64,
     ) -> Result<FileStore, AuditError> {
         fs::create_dir_all(dir).map_err(AuditError::io(dir, "create store directory"))?;
+        let guard = OpenGuard::acquire(dir)?;
         let rec = recover(dir)?;
         let file = OpenOptions::new()
             .append(true)
@@ -116,6 +148,7 @@ impl FileStore {
             shared,
             tx: Some(tx),
             thread: Some(thread),
+            _guard: guard,
         })
     }
 

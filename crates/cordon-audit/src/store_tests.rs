@@ -247,3 +247,13 @@ async fn oversized_record_is_refused_alone() {
     assert_eq!(append_n(&store, 1).await, vec![0]);
     assert!(store.check_writable().is_ok());
 }
+
+#[test]
+fn a_store_is_opened_once_per_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let again = FileStore::open(&dir.path().join("."), StoreOptions::default()).unwrap_err();
+    assert!(matches!(again, AuditError::AlreadyOpen { .. }), "{again}");
+    drop(a);
+    assert!(FileStore::open(dir.path(), StoreOptions::default()).is_ok());
+}

@@ -1,0 +1,152 @@
+//! Prometheus metrics. Labels are bounded and carry no subject ids or personal data: jurisdiction,
+//! processing region set, outcome, reason code, operation.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub jurisdiction: String,
+    pub processing_region: String,
+    pub outcome: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<OperationLabels, Histogram>,
+    pub upstream_duration: Family<OperationLabels, Histogram>,
+    /// Total minus time waiting on the upstream: what the gateway itself adds.
+    pub overhead: Family<OperationLabels, Histogram>,
+    pub failovers: Counter,
+    pub evidence_mismatch: Counter,
+    pub audit_failures: Counter,
+    pub reloads: Family<ResultLabels, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 50 µs .. ~105 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cordon");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<OperationLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        let upstream_duration = Family::<OperationLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        let overhead = Family::<OperationLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        let failovers = Counter::default();
+        let evidence_mismatch = Counter::default();
+        let audit_failures = Counter::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by data-subject jurisdiction, processing region, outcome and reason",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Total request latency",
+            duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time waiting on the upstream",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "gateway_overhead_seconds",
+            "Latency the gateway adds: total minus time waiting on the upstream",
+            overhead.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Attempts moved to the next permitted endpoint",
+            failovers.clone(),
+        );
+        registry.register(
+            "processing_evidence_mismatch",
+            "Upstream-reported processing location contradicting the decision",
+            evidence_mismatch.clone(),
+        );
+        registry.register(
+            "audit_append_failures",
+            "Audit appends that failed (requests answered 503)",
+            audit_failures.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy reload attempts by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_duration,
+            overhead,
+            failovers,
+            evidence_mismatch,
+            audit_failures,
+            reloads,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn count_request(&self, jurisdiction: &str, processing_region: &str, outcome: &str, reason: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                jurisdiction: jurisdiction.to_string(),
+                processing_region: processing_region.to_string(),
+                outcome: outcome.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe(&self, operation: &str, total: f64, upstream: f64) {
+        let l = OperationLabels {
+            operation: operation.to_string(),
+        };
+        self.duration.get_or_create(&l).observe(total);
+        if upstream > 0.0 {
+            self.upstream_duration.get_or_create(&l).observe(upstream);
+        }
+        self.overhead
+            .get_or_create(&l)
+            .observe((total - upstream).max(0.0));
+    }
+}

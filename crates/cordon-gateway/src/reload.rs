@@ -1,0 +1,94 @@
+//! Policy hot reload: on SIGHUP and when the file's content changes (polled once a second, so it
+//! works on every filesystem and through config-map symlink swaps). The new policy is compiled
+//! aside and swapped in atomically; an invalid one is rejected and the old one keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cordon_policy::Overrides;
+
+use crate::metrics::ResultLabels;
+use crate::runtime::{self, PolicySource};
+use crate::state::AppState;
+
+/// Try to reload now. Returns the new policy version, or why the old one stays.
+pub fn reload(state: &AppState, source: &PolicySource, overrides: &Overrides) -> Result<String, String> {
+    let result = runtime::load(source, &state.data_dir, overrides).and_then(|rt| {
+        state
+            .audit
+            .open_configured(&rt.policy)
+            .map_err(|e| format!("audit: {e}"))?;
+        Ok(rt)
+    });
+    match result {
+        Ok(rt) => {
+            let version = rt.policy.version.clone();
+            for w in &rt.policy.warnings {
+                tracing::warn!("{w}");
+            }
+            state.runtime.store(Arc::new(rt));
+            state
+                .metrics
+                .reloads
+                .get_or_create(&ResultLabels { result: "ok".into() })
+                .inc();
+            tracing::info!(policy_version = %version, "policy reloaded");
+            Ok(version)
+        }
+        Err(e) => {
+            state
+                .metrics
+                .reloads
+                .get_or_create(&ResultLabels {
+                    result: "rejected".into(),
+                })
+                .inc();
+            tracing::error!(source = %source.describe(), "policy reload rejected, the previous policy keeps serving: {e}");
+            Err(e)
+        }
+    }
+}
+
+fn fingerprint(source: &PolicySource) -> Option<Vec<u8>> {
+    match source {
+        PolicySource::Quickstart => None,
+        PolicySource::File(p) => std::fs::read(p).ok().map(|b| {
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &b)
+                .as_ref()
+                .to_vec()
+        }),
+    }
+}
+
+/// Spawn the SIGHUP handler and the file watcher.
+pub fn spawn_watchers(state: Arc<AppState>, source: PolicySource, overrides: Overrides) {
+    #[cfg(unix)]
+    {
+        let (state, source, overrides) = (state.clone(), source.clone(), overrides.clone());
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                tracing::warn!("cannot install the SIGHUP handler; reload on file change only");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading policy");
+                let _ = reload(&state, &source, &overrides);
+            }
+        });
+    }
+    if matches!(source, PolicySource::File(_)) {
+        tokio::spawn(async move {
+            let mut last = fingerprint(&source);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = fingerprint(&source);
+                if now.is_some() && now != last {
+                    last = now;
+                    tracing::info!("policy file changed: reloading");
+                    let _ = reload(&state, &source, &overrides);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,64 @@
+//! What a policy load produces: the compiled policy, the identity verifier built from it, and
+//! health slots for its endpoints. Swapped as one value on reload, so a request sees one consistent
+//! policy from start to end.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cordon_identity::Verifier;
+use cordon_policy::quickstart::{QUICKSTART_ORIGIN, QUICKSTART_YAML};
+use cordon_policy::{Overrides, Policy};
+
+use crate::health::Health;
+
+pub struct Runtime {
+    pub policy: Policy,
+    pub verifier: Verifier,
+    pub health: Health,
+}
+
+/// Where the policy comes from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// The built-in quickstart policy (relative paths resolve under the data dir).
+    Quickstart,
+    File(PathBuf),
+}
+
+impl PolicySource {
+    pub fn describe(&self) -> String {
+        match self {
+            PolicySource::Quickstart => QUICKSTART_ORIGIN.to_string(),
+            PolicySource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Load and build a runtime. Every failure is a message for the operator.
+pub fn load(source: &PolicySource, data_dir: &Path, overrides: &Overrides) -> Result<Runtime, String> {
+    let (policy, base_dir) = match source {
+        PolicySource::Quickstart => (
+            Policy::from_yaml(QUICKSTART_YAML, QUICKSTART_ORIGIN, overrides).map_err(|e| e.to_string())?,
+            data_dir.to_path_buf(),
+        ),
+        PolicySource::File(p) => {
+            let base = p
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (Policy::load(p, overrides).map_err(|e| e.to_string())?, base)
+        }
+    };
+    let verifier = Verifier::new(&policy.file.identity, &base_dir).map_err(|e| format!("identity: {e}"))?;
+    let limits = policy.file.limits;
+    let health = Health::new(
+        policy.endpoints.len(),
+        limits.eject_after_failures,
+        Duration::from_millis(limits.eject_cooldown_ms),
+    );
+    Ok(Runtime {
+        policy,
+        verifier,
+        health,
+    })
+}

@@ -1,0 +1,116 @@
+//! Starting the gateway: load the policy, open keys and audit stores, bind, serve until SIGINT or
+//! SIGTERM. Prints one `cordon listening on http://ADDR` line to stdout once it accepts requests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cordon_audit::{Keystore, Pseudonymizer, load_or_create_master_key};
+use cordon_policy::Overrides;
+use cordon_upstream::Upstreams;
+
+use crate::audit_set::AuditSet;
+use crate::metrics::Metrics;
+use crate::runtime::{self, PolicySource};
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub source: PolicySource,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub overrides: Overrides,
+    /// 32-byte master key wrapping the per-subject payload keys; `None`: `<data dir>/keys/master.key`
+    /// (created on first start: development only).
+    pub master_key: Option<[u8; 32]>,
+}
+
+pub struct Server {
+    pub state: Arc<AppState>,
+    pub local_addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    config: ServeConfig,
+}
+
+impl Server {
+    /// Load everything and bind; errors are messages for the operator.
+    pub async fn bind(config: ServeConfig) -> Result<Server, String> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+        let rt = runtime::load(&config.source, &config.data_dir, &config.overrides)?;
+        let keys = config.data_dir.join("keys");
+        let pseudonyms = Pseudonymizer::open(&keys).map_err(|e| format!("pseudonym keys: {e}"))?;
+        let master = match config.master_key {
+            Some(k) => k,
+            None => {
+                load_or_create_master_key(&keys.join("master.key")).map_err(|e| format!("master key: {e}"))?
+            }
+        };
+        let keystore = Keystore::open(&keys, master).map_err(|e| format!("keystore: {e}"))?;
+        let upstreams =
+            Upstreams::new(&rt.policy.file.limits).map_err(|e| format!("upstream client: {e}"))?;
+        let audit = AuditSet::new(&config.data_dir);
+        audit
+            .open_configured(&rt.policy)
+            .map_err(|e| format!("audit: {e}"))?;
+        for w in rt.policy.warnings.iter() {
+            tracing::warn!("{w}");
+        }
+        rt.verifier.prefetch().await;
+        tracing::info!(policy = %config.source.describe(), policy_version = %rt.policy.version, "policy loaded");
+        let state = Arc::new(AppState {
+            runtime: ArcSwap::from_pointee(rt),
+            audit,
+            pseudonyms,
+            keystore,
+            upstreams,
+            metrics: Metrics::new(),
+            data_dir: config.data_dir.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        Ok(Server {
+            state,
+            local_addr,
+            listener,
+            config,
+        })
+    }
+
+    /// Serve until SIGINT/SIGTERM.
+    pub async fn run(self) -> Result<(), String> {
+        crate::reload::spawn_watchers(
+            self.state.clone(),
+            self.config.source.clone(),
+            self.config.overrides.clone(),
+        );
+        let app = crate::routes::router(self.state.clone());
+        println!("cordon listening on http://{}", self.local_addr);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,24 @@
+//! Shared state of a running gateway.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cordon_audit::{Keystore, Pseudonymizer};
+use cordon_upstream::Upstreams;
+
+use crate::audit_set::AuditSet;
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+pub struct AppState {
+    pub runtime: ArcSwap<Runtime>,
+    pub audit: AuditSet,
+    pub pseudonyms: Pseudonymizer,
+    pub keystore: Keystore,
+    pub upstreams: Upstreams,
+    pub metrics: Metrics,
+    pub data_dir: PathBuf,
+}
+
+pub type SharedState = Arc<AppState>;
