@@ -5,7 +5,9 @@
 //! A refresh happens on an unknown `kid`, at most once per issuer per refresh interval (while no
 //! set has ever loaded, at most once per [`MIN_RETRY`]); concurrent callers wait for the one fetch
 //! in flight. A failed fetch, or a document with no usable key, keeps the last good set, so keys
-//! rotate without a restart and an IdP outage does not lock everyone out.
+//! rotate without a restart and an IdP outage does not lock everyone out. A `jwks_file` is also
+//! re-read when its modification time or length changes (checked at most once per refresh
+//! interval, on the verification path, without waiting).
 //!
 //! Usable keys: RSA (`n`, `e`, at least 2048 bits), EC P-256 (`x`, `y`), OKP Ed25519 (`x`), with
 //! `use` absent or `sig`. Symmetric (`oct`) keys are never taken from a JWKS. Unusable keys are
@@ -201,11 +203,16 @@ pub(crate) enum KeySource {
     None,
 }
 
-/// When refreshes are allowed.
+/// When refreshes are allowed, and what was last read from a `jwks_file`.
 struct RefreshState {
     last_attempt: Option<Instant>,
     ever_loaded: bool,
+    /// `jwks_file` only: when its metadata was last compared, and the (mtime, length) last loaded.
+    last_file_check: Option<Instant>,
+    file_stamp: Option<FileStamp>,
 }
+
+type FileStamp = (Option<std::time::SystemTime>, u64);
 
 /// One issuer's live key set.
 pub(crate) struct IssuerKeys {
@@ -216,15 +223,20 @@ pub(crate) struct IssuerKeys {
 }
 
 impl IssuerKeys {
-    pub fn new(issuer: &str, source: KeySource, initial: Option<KeySet>) -> IssuerKeys {
+    /// `initial`: a set already loaded (from a `jwks_file`, with the file's stamp taken before the
+    /// read).
+    pub fn new(issuer: &str, source: KeySource, initial: Option<(KeySet, Option<FileStamp>)>) -> IssuerKeys {
         let ever_loaded = initial.is_some();
+        let (set, file_stamp) = initial.unwrap_or_default();
         IssuerKeys {
             issuer: issuer.to_string(),
             source,
-            keys: ArcSwap::from_pointee(initial.unwrap_or_default()),
+            keys: ArcSwap::from_pointee(set),
             refresh: tokio::sync::Mutex::new(RefreshState {
                 last_attempt: None,
                 ever_loaded,
+                last_file_check: Some(Instant::now()),
+                file_stamp,
             }),
         }
     }
@@ -253,12 +265,42 @@ impl IssuerKeys {
             return;
         }
         state.last_attempt = Some(Instant::now());
+        self.load(client, &mut state).await;
+    }
+
+    /// `jwks_file` only: re-reads the file when its modification time or length changed, checking
+    /// at most once per `interval`. Never waits: if a refresh is in flight, this is skipped. So a
+    /// key removed from the file stops verifying without a restart or an unknown `kid`.
+    pub async fn reload_file_if_changed(&self, interval: Duration) {
+        let KeySource::File(path) = &self.source else {
+            return;
+        };
+        let Ok(mut state) = self.refresh.try_lock() else {
+            return;
+        };
+        if state.last_file_check.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        state.last_file_check = Some(Instant::now());
+        let stamp = tokio::fs::metadata(path).await.ok().map(|m| stamp_of(&m));
+        if stamp.is_some() && stamp != state.file_stamp {
+            tracing::debug!(issuer = %self.issuer, "jwks_file changed; reloading");
+            self.load(None, &mut state).await;
+        }
+    }
+
+    async fn load(&self, client: Option<&reqwest::Client>, state: &mut RefreshState) {
+        let mut stamp = None;
         let fetched = match &self.source {
             KeySource::Url(url) => match client {
                 Some(c) => fetch_url(c, url).await,
                 None => Err("no HTTP client".to_string()),
             },
-            KeySource::File(path) => read_file(path).await,
+            KeySource::File(path) => {
+                // Stamp before reading: a write racing the read shows up as a change next time.
+                stamp = tokio::fs::metadata(path).await.ok().map(|m| stamp_of(&m));
+                read_file(path).await
+            }
             KeySource::None => return,
         };
         match fetched.and_then(|bytes| parse_jwks(&bytes)) {
@@ -269,12 +311,19 @@ impl IssuerKeys {
                 tracing::info!(issuer = %self.issuer, keys = set.keys.len(), "JWKS loaded");
                 self.keys.store(Arc::new(set));
                 state.ever_loaded = true;
+                if stamp.is_some() {
+                    state.file_stamp = stamp;
+                }
             }
             Err(why) => {
                 tracing::warn!(issuer = %self.issuer, error = %why, "JWKS refresh failed; keeping the last good key set");
             }
         }
     }
+}
+
+fn stamp_of(meta: &std::fs::Metadata) -> FileStamp {
+    (meta.modified().ok(), meta.len())
 }
 
 /// GET a JWKS with a size cap.
@@ -317,8 +366,8 @@ async fn read_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
     tokio::fs::read(path).await.map_err(|e| e.to_string())
 }
 
-/// Synchronous file load, for construction time.
-pub(crate) fn load_file_now(path: &std::path::Path) -> Result<KeySet, String> {
+/// Synchronous file load, for construction time. Returns the set and the file's stamp.
+pub(crate) fn load_file_now(path: &std::path::Path) -> Result<(KeySet, Option<FileStamp>), String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if meta.len() > MAX_JWKS_BYTES as u64 {
         return Err(format!("file larger than {MAX_JWKS_BYTES} bytes"));
@@ -328,7 +377,7 @@ pub(crate) fn load_file_now(path: &std::path::Path) -> Result<KeySet, String> {
     if set.keys.is_empty() {
         return Err("the JWKS has no usable key (RSA >= 2048 bits, EC P-256, or Ed25519)".to_string());
     }
-    Ok(set)
+    Ok((set, Some(stamp_of(&meta))))
 }
 
 /// An OKP (Ed25519) JWK for a raw 32-byte public key: what the dev-token CLI publishes.

@@ -182,6 +182,7 @@ impl Issuer {
             self.check_signature(token, key, validation)?;
         } else {
             let kid = jwt.kid.as_deref();
+            self.keys.reload_file_if_changed(refresh_interval).await;
             let mut keys = self.keys.current();
             if matches!(keys.find(kid, alg), Lookup::NotFound) {
                 self.keys.refresh(client, refresh_interval).await;

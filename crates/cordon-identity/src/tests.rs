@@ -237,6 +237,13 @@ async fn jwks_file_rotation_is_picked_up_on_unknown_kid() {
     let v = v.with_refresh_interval(Duration::ZERO);
     write_jwks(d.path(), "jwks.json", &[&a, &b]);
     assert_user(&v.verify(&sign(&b, &claims()), NOW).await.unwrap());
+    // Key A is removed from the file: the change is noticed without an unknown kid, and a
+    // (not cached) token of A is refused.
+    write_jwks(d.path(), "jwks.json", &[&b]);
+    let mut c = claims();
+    c["jti"] = json!("after-removal");
+    assert_eq!(reason(&v, &sign(&a, &c)).await, ReasonCode::UnknownKey);
+    assert!(v.verify(&sign(&b, &c), NOW).await.is_ok());
 }
 
 #[tokio::test]
