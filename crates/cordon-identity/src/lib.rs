@@ -6,6 +6,13 @@
 //! `now` passed in; for anything else, as a workload API key compared by SHA-256 digest. Every
 //! failure is an [`AuthError`] with a wire [`cordon_types::ReasonCode`].
 //!
+//! Decisions worth knowing: a token without `kid` is accepted only when exactly one key of the
+//! issuer's set fits its algorithm (otherwise `unknown_key`); JWKS `oct` keys are never used (HS256
+//! uses only the secret named by `hs256_secret_env`, at least 32 bytes); RSA keys under 2048 bits
+//! are ignored; a `jwks_file` must be readable with a usable key at construction (a `jwks_url` may
+//! be down: it loads on first use); verified tokens are cached by SHA-256 for
+//! `token_cache_seconds`, never past `exp`.
+//!
 //! Modules: [`error`] (errors), `claims` (untrusted decoding and claim checks), `jwt` (issuers,
 //! algorithm pinning, signatures), `jwks` (key sets, fetching, rotation), `apikey` (workload keys),
 //! `cache` (verified-token cache), `verifier` (the entry point tying them together).
