@@ -1,0 +1,232 @@
+//! Operating the gateway: hot reload (file change and SIGHUP) with an atomic swap that keeps the
+//! old policy when the new one is invalid; request limits; the audit store failing closed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn policy(models: &str) -> String {
+    format!(
+        r#"
+gateway: {{ id: ops-test, development: true }}
+identity:
+  issuers:
+    - {{ issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }}
+limits: {{ max_body_bytes: 2048 }}
+models:
+{models}
+audit: {{ root: audit }}
+"#
+    )
+}
+
+const ONE: &str =
+    "  first:\n    endpoints:\n      - { id: eu, provider: echo, regions: [aws:eu-central-1] }\n";
+const TWO: &str = "  first:\n    endpoints:\n      - { id: eu, provider: echo, regions: [aws:eu-central-1] }\n  second:\n    endpoints:\n      - { id: eu, provider: echo, regions: [aws:eu-west-1] }\n";
+
+fn setup(tmp: &std::path::Path, yaml: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = tmp.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    token(&data, "warmup", "DE");
+    let cfg = tmp.join("cordon.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    (data, cfg)
+}
+
+/// Poll `check` until it holds or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status_for(url: &str, token: &str, model: &str) -> u16 {
+    post(url, "/v1/chat/completions", Some(token), chat(model, "hi"))
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_on_change_and_sighup_keeps_old_policy_when_invalid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cfg) = setup(tmp.path(), &policy(ONE));
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    assert_eq!(status_for(&gw.url, &de, "first").await, 200);
+    assert_eq!(status_for(&gw.url, &de, "second").await, 404);
+    let (_, h, _) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("first", "hi")).await;
+    let v1 = header(&h, "x-cordon-policy-version");
+
+    // A file change is picked up.
+    std::fs::write(&cfg, policy(TWO)).unwrap();
+    eventually("the new model is served", || async {
+        status_for(&gw.url, &de, "second").await == 200
+    })
+    .await;
+    let (_, h, _) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("second", "hi")).await;
+    let v2 = header(&h, "x-cordon-policy-version");
+    assert_ne!(v1, v2);
+
+    // An invalid file is rejected; the old policy keeps serving.
+    std::fs::write(
+        &cfg,
+        policy("  broken:\n    endpoints:\n      - { id: x, provider: echo, regions: [aws:nowhere-1] }\n"),
+    )
+    .unwrap();
+    let url = gw.url.clone();
+    eventually("the rejected reload is counted", || {
+        let url = url.clone();
+        async move {
+            let m = client()
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            m.contains("cordon_policy_reloads_total{result=\"rejected\"}")
+        }
+    })
+    .await;
+    assert_eq!(status_for(&gw.url, &de, "second").await, 200);
+    let (_, h, _) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("second", "hi")).await;
+    assert_eq!(header(&h, "x-cordon-policy-version"), v2);
+    assert!(
+        gw.stderr().contains("aws:nowhere-1"),
+        "the rejection names the problem: {}",
+        gw.stderr()
+    );
+
+    // SIGHUP reloads too (back to one model).
+    std::fs::write(&cfg, policy(ONE)).unwrap();
+    let pid = gw.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually("the model is gone again", || async {
+        status_for(&gw.url, &de, "second").await == 404
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_the_gateway_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cfg) = setup(tmp.path(), &policy(ONE));
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+
+    let big = chat("first", &"x".repeat(4096));
+    let (status, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), big).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&de)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("line 1"),
+        "{body}"
+    );
+
+    let (status, _, body) = post(
+        &gw.url,
+        "/v1/chat/completions",
+        Some(&de),
+        serde_json::json!({"messages": []}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("model"),
+        "{body}"
+    );
+
+    let (status, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("nope", "hi")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "model_not_found");
+
+    // Anthropic route: Anthropic's error envelope, x-api-key accepted.
+    let resp = client()
+        .post(format!("{}/v1/messages", gw.url))
+        .header("x-api-key", "wrong")
+        .json(&serde_json::json!({"model": "first", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["code"], "unknown_api_key");
+    let (status, h, body) = post(
+        &gw.url,
+        "/v1/messages",
+        Some(&de),
+        serde_json::json!({"model": "first", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"][0]["text"], "echo: hi");
+    assert_eq!(header(&h, "x-cordon-processing-region"), "aws:eu-central-1");
+
+    // Still serving.
+    assert_eq!(status_for(&gw.url, &de, "first").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_audit_store_fails_closed_with_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The audit root is a regular file: no store can be created under it.
+    let yaml = policy(ONE).replace("audit: { root: audit }", "audit: { root: blocked }");
+    let (data, cfg) = setup(tmp.path(), &yaml);
+    std::fs::write(data.join("blocked"), b"not a directory").unwrap();
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("first", "hi")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["type"], "service_unavailable");
+    assert_eq!(body["error"]["code"], "audit_unavailable");
+    assert!(
+        h.get("x-cordon-processing-region").is_none(),
+        "nothing may be forwarded"
+    );
+    assert_eq!(
+        client()
+            .get(format!("{}/readyz", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        client()
+            .get(format!("{}/healthz", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
