@@ -92,6 +92,17 @@ impl AuditSet {
         Ok(s)
     }
 
+    /// After an append failed: a store whose writer failed (disk full, I/O error) stays failed until
+    /// reopened, so forget it; the next request reopens it (recovering the chain head and cutting a
+    /// torn tail), and the gateway recovers once the disk does.
+    pub fn invalidate(&self, loc: &StoreLocation) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(&loc.path).is_some_and(|s| s.check_writable().is_err()) {
+            tracing::warn!(store = %loc.path.display(), "audit store failed; it will be reopened");
+            open.remove(&loc.path);
+        }
+    }
+
     /// Open every explicitly configured store now (so a bad path fails at startup, not mid-request).
     pub fn open_configured(&self, policy: &Policy) -> Result<(), AuditError> {
         let delay = batch_delay(policy);

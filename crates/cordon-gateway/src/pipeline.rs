@@ -135,8 +135,18 @@ impl Ctx<'_> {
     /// Append a record to the store at `loc` and wait until it is durable.
     pub async fn append_durable(&self, loc: &StoreLocation, rec: DecisionRecord) -> Result<(), ApiError> {
         let ack = self.append(loc, rec)?;
-        ack.await.map_err(|e| self.audit_failed(&e))?;
-        Ok(())
+        self.durable(loc, ack).await
+    }
+
+    /// Wait for an ack; a failure is `audit_unavailable` and marks the store for reopening.
+    pub async fn durable(&self, loc: &StoreLocation, ack: cordon_audit::Ack) -> Result<(), ApiError> {
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.state.audit.invalidate(loc);
+                Err(self.audit_failed(&e))
+            }
+        }
     }
 
     /// Enqueue a record; the returned ack resolves when it is durable.
@@ -151,9 +161,10 @@ impl Ctx<'_> {
             .audit
             .store(loc, batch_delay(self.policy()))
             .map_err(|e| self.audit_failed(&e))?;
-        store
-            .append(&Record::Decision(rec))
-            .map_err(|e| self.audit_failed(&e))
+        store.append(&Record::Decision(rec)).map_err(|e| {
+            self.state.audit.invalidate(loc);
+            self.audit_failed(&e)
+        })
     }
 
     pub fn audit_failed(&self, e: &dyn std::fmt::Display) -> ApiError {

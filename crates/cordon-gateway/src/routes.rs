@@ -207,12 +207,15 @@ async fn serve(
     // works, and the response is released only once the record is durable.
     let forwarded = match policy.tier_spec(subject.tier).durability {
         cordon_policy::Durability::Strict => {
-            ack.await.map_err(|e| ctx.audit_failed(&e))?;
+            ctx.durable(&loc, ack).await?;
             forward(ctx, &allow.candidates, &json, stream).await
         }
         cordon_policy::Durability::Overlapped => {
-            let (acked, forwarded) = tokio::join!(ack, forward(ctx, &allow.candidates, &json, stream));
-            acked.map_err(|e| ctx.audit_failed(&e))?;
+            let (acked, forwarded) = tokio::join!(
+                ctx.durable(&loc, ack),
+                forward(ctx, &allow.candidates, &json, stream)
+            );
+            acked?;
             forwarded
         }
     };
