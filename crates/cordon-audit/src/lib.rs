@@ -24,6 +24,7 @@ mod error;
 mod file_store;
 mod keyfile;
 mod keystore;
+pub mod merkle;
 mod pseudonym;
 mod record;
 mod segment;
