@@ -16,11 +16,26 @@ pub enum Command {
     /// Verify every audit store of the policy: framing, checksums, the hash chain, and that every
     /// decision sits in its subject's jurisdiction's store. Exit 1 on any failure.
     Verify(Where),
-    /// Print the records of one jurisdiction's store (JSON lines).
+    /// Print the records of one jurisdiction's store: a table for people, or JSON lines.
     Show {
         #[command(flatten)]
         at: Where,
         /// Jurisdiction (e.g. EU), or `_unauthenticated`.
+        #[arg(long)]
+        jurisdiction: String,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase a subject's audit payloads by destroying their data key. Records and proofs stay
+    /// verifiable; the encrypted payloads become unreadable.
+    Shred {
+        #[command(flatten)]
+        at: Where,
+        /// The raw subject id (as in the token's subject claim); it is pseudonymized here.
+        #[arg(long)]
+        subject: String,
+        /// The subject's jurisdiction (e.g. EU).
         #[arg(long)]
         jurisdiction: String,
     },
@@ -38,7 +53,16 @@ pub struct Where {
 pub fn run(c: Command) -> Result<ExitCode> {
     match c {
         Command::Verify(w) => verify(&w),
-        Command::Show { at, jurisdiction } => show(&at, &jurisdiction),
+        Command::Show {
+            at,
+            jurisdiction,
+            json,
+        } => show(&at, &jurisdiction, json),
+        Command::Shred {
+            at,
+            subject,
+            jurisdiction,
+        } => shred(&at, &subject, &jurisdiction),
     }
 }
 
@@ -131,7 +155,7 @@ fn verify(w: &Where) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(w: &Where, jurisdiction: &str) -> Result<ExitCode> {
+fn show(w: &Where, jurisdiction: &str, json: bool) -> Result<ExitCode> {
     let policy = crate::policy_cmd::load(w.config.as_deref())?;
     let Some((_, path, _)) = stores(&policy, &w.data.data_dir)
         .into_iter()
@@ -139,8 +163,67 @@ fn show(w: &Where, jurisdiction: &str) -> Result<ExitCode> {
     else {
         bail!("no audit store for '{jurisdiction}' under this policy and data dir");
     };
-    for (_, rec) in read_records(&path)? {
-        println!("{}", serde_json::to_string(&rec)?);
+    let records = read_records(&path)?;
+    if json {
+        for (_, rec) in records {
+            println!("{}", serde_json::to_string(&rec)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>6}  {:<27}  {:<10}  {:<8}  {:<14}  {:<16}  {:<22}  detail",
+        "index", "ts", "kind", "outcome", "model", "endpoint", "regions"
+    );
+    for (i, rec) in records {
+        match rec {
+            Record::Decision(d) => println!(
+                "{i:>6}  {:<27}  {:<10}  {:<8}  {:<14}  {:<16}  {:<22}  {} {}",
+                d.ts,
+                d.operation,
+                match d.outcome {
+                    cordon_audit::Outcome::Allowed => "allowed",
+                    cordon_audit::Outcome::Refused => "refused",
+                },
+                d.model.as_deref().unwrap_or("-"),
+                d.model_endpoint.as_deref().unwrap_or("-"),
+                d.processing_regions.join(","),
+                d.reason
+                    .as_deref()
+                    .or(d.transfer_mechanism.as_deref())
+                    .unwrap_or(""),
+                d.decision_id,
+            ),
+            Record::Completion(c) => println!(
+                "{i:>6}  {:<27}  {:<10}  {:<8}  {:<14}  {:<16}  {:<22}  {} {}",
+                c.ts,
+                "completion",
+                c.status,
+                "",
+                c.model_endpoint.as_deref().unwrap_or("-"),
+                c.processing_regions.join(","),
+                c.error.as_deref().unwrap_or(""),
+                c.decision_id,
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shred(w: &Where, subject: &str, jurisdiction: &str) -> Result<ExitCode> {
+    let keys = w.data.data_dir.join("keys");
+    let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
+    let pseudonym = pseudonyms.subject(jurisdiction, subject)?;
+    let master = match crate::serve::master_key()? {
+        Some(k) => k,
+        None => cordon_audit::load_or_create_master_key(&keys.join("master.key"))?,
+    };
+    let keystore = cordon_audit::Keystore::open(&keys, master)?;
+    if keystore.shred(jurisdiction, &pseudonym)? {
+        println!(
+            "shredded the data key of {pseudonym} in {jurisdiction}: their audit payloads are now unreadable"
+        );
+    } else {
+        println!("no data key for {pseudonym} in {jurisdiction}: nothing to shred");
     }
     Ok(ExitCode::SUCCESS)
 }

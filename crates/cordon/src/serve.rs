@@ -37,7 +37,7 @@ pub fn overrides() -> Result<Overrides> {
 }
 
 /// `CORDON_MASTER_KEY` (64 hex chars) wraps the per-subject payload keys.
-fn master_key() -> Result<Option<[u8; 32]>> {
+pub fn master_key() -> Result<Option<[u8; 32]>> {
     let Ok(v) = std::env::var("CORDON_MASTER_KEY") else {
         return Ok(None);
     };
