@@ -1,0 +1,78 @@
+//! Errors. Messages name the store (URL without password, schema, chain) and what failed; they
+//! never carry row contents: PostgreSQL's `DETAIL` (which can quote a failing row) and `HINT`
+//! are dropped, only severity, SQLSTATE and the primary message are kept.
+
+/// Why opening, migrating or verifying a PostgreSQL audit store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PgError {
+    /// A database operation failed. `cause` is sanitized (see [`describe_pg_error`]).
+    #[error("audit store {store}: {op} failed: {cause}")]
+    Db {
+        store: String,
+        op: &'static str,
+        /// SQLSTATE, when the server answered with an error.
+        code: Option<String>,
+        cause: String,
+    },
+    /// No connection could be obtained from the pool.
+    #[error("audit store {store}: cannot connect: {cause}")]
+    Connect { store: String, cause: String },
+    /// The store URL or connection string is malformed. Never quotes the URL (it may hold a
+    /// password).
+    #[error("invalid audit store URL: {0}")]
+    Url(String),
+    /// A schema, role or chain id that is not a plain identifier.
+    #[error("invalid {what}: {why}")]
+    InvalidInput { what: &'static str, why: &'static str },
+    /// The stored chain head does not hash to what it claims; the writer refuses to extend it.
+    #[error(
+        "audit store {store}: chain {chain_id} head at index {index} is damaged ({why}); run `cordon audit verify`"
+    )]
+    CorruptHead {
+        store: String,
+        chain_id: String,
+        index: u64,
+        why: &'static str,
+    },
+}
+
+impl PgError {
+    /// The SQLSTATE of a database error (e.g. `42501` insufficient privilege).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            PgError::Db { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The message without the store prefix (for errors that name the store themselves).
+    pub fn cause(&self) -> String {
+        match self {
+            PgError::Db { op, cause, .. } => format!("{op} failed: {cause}"),
+            PgError::Connect { cause, .. } => format!("cannot connect: {cause}"),
+            PgError::CorruptHead {
+                chain_id, index, why, ..
+            } => format!("chain {chain_id} head at index {index} is damaged ({why})"),
+            other => other.to_string(),
+        }
+    }
+
+    pub(crate) fn db(store: &str, op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
+        let store = store.to_string();
+        move |e| PgError::Db {
+            store,
+            op,
+            code: e.code().map(|c| c.code().to_string()),
+            cause: describe_pg_error(&e),
+        }
+    }
+}
+
+/// A PostgreSQL error without `DETAIL`/`HINT`/`WHERE` (they can quote row values): for a server
+/// error `"<severity> <SQLSTATE>: <message>"`, otherwise the client-side error.
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
