@@ -20,11 +20,13 @@
 //! ciphertext under a per-subject key that can be shredded ([`Keystore`]) while the chain, which
 //! hashes the ciphertext, still verifies.
 
+pub mod checkpoint;
 mod error;
 mod file_store;
 mod keyfile;
 mod keystore;
 pub mod merkle;
+pub mod note;
 mod pseudonym;
 mod record;
 mod segment;
