@@ -18,22 +18,13 @@ pub fn entry_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(prev);
     ctx.update(body);
-    finish(ctx)
-}
-
-/// RFC 6962 leaf hash: SHA-256(0x00 || body).
-pub fn leaf_hash(body: &[u8]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(&[0x00]);
-    ctx.update(body);
-    finish(ctx)
-}
-
-fn finish(ctx: aws_lc_rs::digest::Context) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
 }
+
+/// RFC 6962 leaf hash: SHA-256(0x00 || body) (`cordon_audit::merkle::leaf_hash`).
+pub use cordon_audit::merkle::leaf_hash;
 
 /// Build the body for `rec` (record JSON) at `index`, chained to `prev`, into `buf` (cleared).
 pub(crate) fn encode_body(buf: &mut Vec<u8>, index: u64, prev: &[u8; 32], rec: &[u8]) {

@@ -25,13 +25,13 @@
 //!
 //! # Verifying
 //! [`verify`] / [`verify_url`] check every chain and report the first bad row by chain, index
-//! and [`PgBreakKind`]; the store-wide root orders leaves by (chain_id bytes, idx).
+//! and [`PgBreakKind`]; Merkle roots come from `cordon_audit::merkle` (RFC 6962), and the
+//! store-wide root orders leaves by (chain_id bytes, idx).
 
 mod body;
 mod error;
 mod schema;
 mod store;
-mod tree;
 mod url;
 mod verify;
 

@@ -22,11 +22,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use cordon_audit::Record;
+use cordon_audit::merkle::Frontier;
 use futures_util::TryStreamExt;
 
 use crate::body;
 use crate::error::PgError;
-use crate::tree::Frontier;
 use crate::url::{checked_ident, parse_store_url, redact_config};
 
 /// What is wrong at the named row.
@@ -306,8 +306,8 @@ async fn verify_in(
                 Record::Completion(_) => report.completions += 1,
             }
             head = entry;
-            tree.push(leaf);
-            all.push(leaf);
+            tree.push_hash(leaf);
+            all.push_hash(leaf);
             expected += 1;
             while let Some((size, root, cp_head)) = cp_iter.peek() {
                 if *size > expected {

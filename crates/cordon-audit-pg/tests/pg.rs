@@ -208,6 +208,41 @@ async fn two_replicas_write_concurrently_and_both_chains_verify() {
         .collect();
     assert_eq!(chains, [("gw-fra-1-a", 400), ("gw-fra-1-b", 400)]);
     assert_ne!(report.root, report.chains[0].root);
+    // The documented leaf order: chain ids in byte order, then idx.
+    let rows = db
+        .admin
+        .query(
+            &format!(
+                "SELECT leaf_hash FROM \"{}\".records ORDER BY chain_id COLLATE \"C\", idx",
+                db.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let leaves: Vec<[u8; 32]> = rows
+        .iter()
+        .map(|r| r.get::<_, Vec<u8>>(0).try_into().unwrap())
+        .collect();
+    assert_eq!(report.root, hex::encode(cordon_audit::merkle::root(&leaves)));
+    for c in &report.chains {
+        let rows = db
+            .admin
+            .query(
+                &format!(
+                    "SELECT leaf_hash FROM \"{}\".records WHERE chain_id = $1 ORDER BY idx",
+                    db.schema
+                ),
+                &[&c.chain_id],
+            )
+            .await
+            .unwrap();
+        let leaves: Vec<[u8; 32]> = rows
+            .iter()
+            .map(|r| r.get::<_, Vec<u8>>(0).try_into().unwrap())
+            .collect();
+        assert_eq!(c.root, hex::encode(cordon_audit::merkle::root(&leaves)));
+    }
     db.cleanup().await;
 }
 
