@@ -17,18 +17,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::AuditError;
 use crate::keyfile::sync_dir;
+use crate::merkle::{Frontier, Hash};
+use crate::note::NoteVerifier;
 use crate::record::Record;
 use crate::segment::{self, Frames, ZERO_HASH};
 use crate::store::{Ack, AuditStore};
-use crate::writer::{Job, Shared, Writer};
+use crate::tlog::{self, Checkpointer, CkptStats};
+use crate::writer::{CkptCtl, Job, Shared, Writer};
 
-/// Group-commit tuning.
+/// Group-commit and checkpoint tuning.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Most records per batch (one fsync). Default 1024.
@@ -36,6 +40,21 @@ pub struct StoreOptions {
     /// How long the writer waits for more records after draining the queue. Default 0: commit as
     /// soon as the queue is drained (appends that arrive during an fsync form the next batch).
     pub batch_delay: Duration,
+    /// Cut a signed checkpoint once this many records are durable since the last one (at batch
+    /// granularity). Default 1024.
+    pub checkpoint_every: u64,
+    /// ... or once this long has passed with unattested records. Default 1 s. A checkpoint is also
+    /// cut at clean shutdown.
+    pub checkpoint_interval: Duration,
+    /// The checkpoint signing key (PKCS#8 Ed25519). `None`: `<store>/checkpoint.key`, created on
+    /// first open — a development default; production keeps the key outside the store.
+    pub checkpoint_key: Option<PathBuf>,
+    /// The checkpoint origin and key name. `None`: the one in `<store>/checkpoint.vkey`, or for a
+    /// new store `cordon/<parent dir name>/<store dir name>`.
+    pub origin: Option<String>,
+    /// Directories the gateway cannot rewrite (e.g. the DR replica's) that receive every
+    /// checkpoint and a compare-and-swap `latest.ckpt`. Failures there never fail appends.
+    pub publish_to: Vec<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -43,8 +62,30 @@ impl Default for StoreOptions {
         StoreOptions {
             batch_max: 1024,
             batch_delay: Duration::ZERO,
+            checkpoint_every: 1024,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_key: None,
+            origin: None,
+            publish_to: Vec::new(),
         }
     }
+}
+
+/// Checkpoint counters of an open [`FileStore`] (for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints written to the store since open.
+    pub written: u64,
+    /// Tree size of the newest checkpoint written since open (0 if none).
+    pub last_size: u64,
+    /// Local checkpoint writes that failed.
+    pub failures: u64,
+    /// Successful publications (one per target per checkpoint).
+    pub published: u64,
+    /// Publications that failed with an I/O error (retried with the next checkpoint).
+    pub publish_failures: u64,
+    /// Publications refused by the compare-and-swap: a fork attempt or a foreign `latest.ckpt`.
+    pub rejected: u64,
 }
 
 /// A directory of hash-chained segment files, written by one dedicated thread.
@@ -53,6 +94,9 @@ pub struct FileStore {
     shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    ckpt_thread: Option<JoinHandle<()>>,
+    ckpt_stats: Arc<CkptStats>,
+    verifier: NoteVerifier,
     _guard: OpenGuard,
 }
 
@@ -111,7 +155,47 @@ impl FileStore {
     ) -> Result<FileStore, AuditError> {
         fs::create_dir_all(dir).map_err(AuditError::io(dir, "create store directory"))?;
         let guard = OpenGuard::acquire(dir)?;
+        let signer = tlog::load_signer(dir, opts.checkpoint_key.as_deref(), opts.origin.as_deref())?;
         let rec = recover(dir)?;
+        let local = tlog::list_checkpoints(dir).map_err(AuditError::io(dir, "list checkpoints"))?;
+        let last_ckpt = match local.last_key_value() {
+            Some((&size, path)) => {
+                let bytes = fs::read(path).map_err(AuditError::io(path, "read checkpoint"))?;
+                let c = Checkpoint::open(&bytes, &[signer.verifier()])
+                    .map_err(|e| corrupt(path, 0, format!("checkpoint does not verify: {e}")))?;
+                if c.size != size {
+                    return Err(corrupt(
+                        path,
+                        0,
+                        format!("file is named for size {size}, holds {}", c.size),
+                    ));
+                }
+                if size > rec.next_index {
+                    return Err(corrupt(
+                        path,
+                        0,
+                        format!(
+                            "a checkpoint attests {size} records but the store holds {}: records were removed",
+                            rec.next_index
+                        ),
+                    ));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        // Publication proofs need the leaf hashes after the oldest size a target still holds.
+        let keep_from = opts
+            .publish_to
+            .iter()
+            .map(|t| {
+                tlog::target_latest_size(t)
+                    .unwrap_or(rec.next_index)
+                    .min(rec.next_index)
+            })
+            .min()
+            .unwrap_or(rec.next_index);
+        let tree = rebuild_tree(dir, rec.next_index, last_ckpt.as_ref(), keep_from)?;
         let file = OpenOptions::new()
             .append(true)
             .open(&rec.seg_path)
@@ -123,6 +207,22 @@ impl FileStore {
             failed: OnceLock::new(),
         });
         let batch_max = opts.batch_max.max(1);
+        let ckpt_stats = Arc::new(CkptStats::default());
+        let verifier = signer.verifier();
+        let checkpointer = Checkpointer {
+            dir: dir.to_path_buf(),
+            signer,
+            known: vec![None; opts.publish_to.len()],
+            targets: opts.publish_to.clone(),
+            stats: ckpt_stats.clone(),
+            base: tree.base,
+            tail: tree.tail,
+        };
+        let (ckpt_tx, ckpt_rx) = mpsc::channel();
+        let ckpt_thread = std::thread::Builder::new()
+            .name("cordon-audit-ckpt".into())
+            .spawn(move || checkpointer.run(ckpt_rx))
+            .map_err(AuditError::io(dir, "spawn checkpoint thread"))?;
         let writer = Writer {
             dir: dir.to_path_buf(),
             file,
@@ -136,6 +236,17 @@ impl FileStore {
             shared: shared.clone(),
             buf: Vec::with_capacity(256 * 1024),
             acks: Vec::with_capacity(batch_max.min(4096)),
+            leaves: Vec::with_capacity(batch_max.min(4096)),
+            tree: tree.full,
+            ckpt: CkptCtl {
+                tx: ckpt_tx,
+                every: opts.checkpoint_every.max(1),
+                interval: opts.checkpoint_interval,
+                last_size: last_ckpt.as_ref().map_or(0, |c| c.size),
+                last_at: Instant::now(),
+                send_leaves: !opts.publish_to.is_empty(),
+                since: Vec::new(),
+            },
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -148,8 +259,29 @@ impl FileStore {
             shared,
             tx: Some(tx),
             thread: Some(thread),
+            ckpt_thread: Some(ckpt_thread),
+            ckpt_stats,
+            verifier,
             _guard: guard,
         })
+    }
+
+    /// Checkpoint counters since open.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        let s = &self.ckpt_stats;
+        CheckpointStats {
+            written: s.written.load(Ordering::Relaxed),
+            last_size: s.last_size.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            published: s.published.load(Ordering::Relaxed),
+            publish_failures: s.publish_failures.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The store's checkpoint verifier key (`<origin>+<key id>+<base64 key>`).
+    pub fn verifier_key(&self) -> String {
+        self.verifier.to_string()
     }
 
     /// How many batches have been fsynced since open (group commit: fewer than records).
@@ -217,6 +349,10 @@ impl Drop for FileStore {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // The writer sent its final checkpoint and dropped its sender: the checkpointer drains.
+        if let Some(t) = self.ckpt_thread.take() {
             let _ = t.join();
         }
     }
@@ -344,4 +480,67 @@ fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         seg_path: last_path,
         seg_len: good_end as u64,
     })
+}
+
+/// The Merkle tree of an opened store.
+struct Rebuilt {
+    /// The whole tree.
+    full: Frontier,
+    /// The tree at `keep_from`, and the leaf hashes after it.
+    base: Frontier,
+    tail: Vec<Hash>,
+}
+
+/// Rebuild the Merkle tree by hashing every record body (O(store bytes) at open: ~1.5 GB/s of
+/// SHA-256 here, plus reading the segments), check the newest local checkpoint against it, and
+/// keep the leaf hashes from `keep_from` on for publication proofs.
+fn rebuild_tree(
+    dir: &Path,
+    n: u64,
+    last: Option<&Checkpoint>,
+    keep_from: u64,
+) -> Result<Rebuilt, AuditError> {
+    let mut full = Frontier::new();
+    let mut base = Frontier::new();
+    let mut tail = Vec::new();
+    let check = |full: &Frontier| -> Result<(), AuditError> {
+        if let Some(c) = last
+            && c.size == full.size()
+            && c.root != full.root()
+        {
+            let path = dir.join(tlog::CKPT_DIR).join(tlog::ckpt_name(c.size));
+            return Err(corrupt(
+                &path,
+                0,
+                "the records do not match this signed checkpoint's root",
+            ));
+        }
+        Ok(())
+    };
+    check(&full)?;
+    for (_, path) in segment::list_segments(dir).map_err(AuditError::io(dir, "list segments"))? {
+        let data = fs::read(&path).map_err(AuditError::io(&path, "read segment"))?;
+        for frame in Frames::new(&data) {
+            let f = frame.map_err(|(offset, fault)| corrupt(&path, offset, format!("{fault:?}")))?;
+            if full.size() >= n {
+                return Err(corrupt(&path, f.offset, "more records than recovered"));
+            }
+            let h = crate::merkle::leaf_hash(f.body);
+            full.push_hash(h);
+            if full.size() <= keep_from {
+                base.push_hash(h);
+            } else {
+                tail.push(h);
+            }
+            check(&full)?;
+        }
+    }
+    if full.size() != n {
+        return Err(corrupt(
+            dir,
+            0,
+            format!("found {} records, expected {n}", full.size()),
+        ));
+    }
+    Ok(Rebuilt { full, base, tail })
 }

@@ -31,11 +31,12 @@ mod pseudonym;
 mod record;
 mod segment;
 mod store;
+mod tlog;
 mod verify;
 mod writer;
 
 pub use error::{AuditError, BreakKind, VerifyError};
-pub use file_store::{FileStore, StoreOptions};
+pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
 pub use pseudonym::Pseudonymizer;
 pub use record::{

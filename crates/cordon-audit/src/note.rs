@@ -354,7 +354,10 @@ mod tests {
         assert!(note.starts_with("hello\nworld\n\n\u{2014} example.com/log "));
         let v = NoteVerifier::parse(&s.verifier().to_string()).unwrap();
         assert_eq!(v, s.verifier());
-        assert_eq!(open(note.as_bytes(), &[v.clone()]).unwrap(), "hello\nworld\n");
+        assert_eq!(
+            open(note.as_bytes(), std::slice::from_ref(&v)).unwrap(),
+            "hello\nworld\n"
+        );
         // Unknown key only: refused; an extra unknown signature: ignored.
         let other = signer("witness", 9);
         assert!(matches!(
@@ -362,19 +365,22 @@ mod tests {
             Err(NoteError::UnknownKey { .. })
         ));
         let cosigned = format!("{note}{}", other.signature_line("hello\nworld\n"));
-        assert_eq!(open(cosigned.as_bytes(), &[v.clone()]).unwrap(), "hello\nworld\n");
+        assert_eq!(
+            open(cosigned.as_bytes(), std::slice::from_ref(&v)).unwrap(),
+            "hello\nworld\n"
+        );
         // Changed text, bad base64, no signatures, no trailing newline, bad key id.
         let changed = note.replacen("world", "World", 1);
         assert!(matches!(
-            open(changed.as_bytes(), &[v.clone()]),
+            open(changed.as_bytes(), std::slice::from_ref(&v)),
             Err(NoteError::InvalidSignature { .. })
         ));
         let line = note.lines().last().unwrap();
         let b64 = line.rsplit(' ').next().unwrap();
         let unpadded = note.replace(b64, b64.trim_end_matches('='));
-        assert!(open(unpadded.as_bytes(), &[v.clone()]).is_err());
-        assert!(open(b"hello\n\n", &[v.clone()]).is_err());
-        assert!(open(note.trim_end().as_bytes(), &[v.clone()]).is_err());
+        assert!(open(unpadded.as_bytes(), std::slice::from_ref(&v)).is_err());
+        assert!(open(b"hello\n\n", std::slice::from_ref(&v)).is_err());
+        assert!(open(note.trim_end().as_bytes(), std::slice::from_ref(&v)).is_err());
         assert!(s.sign("no newline").is_err());
         assert!(s.sign("tab\there\n").is_err());
         let mut vk = v.to_string();

@@ -71,6 +71,7 @@ async fn group_commit_shares_fsyncs_with_a_batch_delay() {
     let opts = StoreOptions {
         batch_max: 1024,
         batch_delay: Duration::from_millis(2),
+        ..StoreOptions::default()
     };
     let store = Arc::new(FileStore::open(dir.path(), opts).unwrap());
     let mut handles = Vec::new();
@@ -100,6 +101,7 @@ async fn batch_max_bounds_a_batch() {
     let opts = StoreOptions {
         batch_max: 1,
         batch_delay: Duration::ZERO,
+        ..StoreOptions::default()
     };
     let store = FileStore::open(dir.path(), opts).unwrap();
     let acks: Vec<_> = (0..20)
@@ -213,6 +215,7 @@ async fn queued_appends_fail_when_the_writer_fails() {
     let opts = StoreOptions {
         batch_max: 1,
         batch_delay: Duration::ZERO,
+        ..StoreOptions::default()
     };
     let store = FileStore::open(dir.path(), opts).unwrap();
     store.inject_fault_for_tests();

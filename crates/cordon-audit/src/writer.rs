@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::error::AuditError;
+use crate::merkle::{self, Frontier, Hash};
 use crate::segment;
 use crate::store::AckSource;
+use crate::tlog::CkptJob;
 
 pub(crate) type AckTx = oneshot::Sender<Result<u64, AuditError>>;
 
@@ -65,13 +67,32 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub buf: Vec<u8>,
     pub acks: Vec<(u64, AckTx)>,
+    /// Leaf hashes of the pending batch (SHA-256(0x00 || body)), folded into `tree` once durable.
+    pub leaves: Vec<Hash>,
+    /// The Merkle tree of every durable record (its right edge).
+    pub tree: Frontier,
+    pub ckpt: CkptCtl,
+}
+
+/// When to cut a checkpoint, and where to send it.
+pub(crate) struct CkptCtl {
+    pub tx: mpsc::Sender<CkptJob>,
+    pub every: u64,
+    pub interval: Duration,
+    /// Size of the last checkpoint cut (or found on disk at open).
+    pub last_size: u64,
+    pub last_at: Instant,
+    /// Forward leaf hashes to the checkpointer (it needs them for publication proofs).
+    pub send_leaves: bool,
+    pub since: Vec<Hash>,
 }
 
 impl Writer {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
+        while let Some(first) = self.next_job(&rx) {
             self.buf.clear();
             self.acks.clear();
+            self.leaves.clear();
             self.add(first);
             while self.acks.len() < self.batch_max {
                 match rx.try_recv() {
@@ -98,6 +119,17 @@ impl Writer {
                         // The appender may have given up waiting; the record is durable anyway.
                         let _ = ack.send(Ok(index));
                     }
+                    for h in &self.leaves {
+                        self.tree.push_hash(*h);
+                    }
+                    if self.ckpt.send_leaves {
+                        self.ckpt.since.extend_from_slice(&self.leaves);
+                    }
+                    let due = self.tree.size() - self.ckpt.last_size >= self.ckpt.every
+                        || self.ckpt.last_at.elapsed() >= self.ckpt.interval;
+                    if due {
+                        self.checkpoint();
+                    }
                 }
                 Err(e) => {
                     tracing::error!(store = %self.shared.store, error = %e,
@@ -111,13 +143,52 @@ impl Writer {
                 }
             }
         }
+        // Clean shutdown: attest everything that is durable.
+        self.checkpoint();
+    }
+
+    /// The next append, cutting an interval checkpoint while waiting if one is due.
+    fn next_job(&mut self, rx: &mpsc::Receiver<Job>) -> Option<Job> {
+        loop {
+            if self.tree.size() == self.ckpt.last_size {
+                return rx.recv().ok();
+            }
+            let left = (self.ckpt.last_at + self.ckpt.interval).saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(job) => return Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.checkpoint(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Hand the tree at its current size to the checkpointer thread (which signs, writes and
+    /// publishes it off the append path). No-op when nothing new is durable.
+    fn checkpoint(&mut self) {
+        self.ckpt.last_at = Instant::now();
+        let size = self.tree.size();
+        if size == self.ckpt.last_size {
+            return;
+        }
+        self.ckpt.last_size = size;
+        let job = CkptJob {
+            size,
+            root: self.tree.root(),
+            leaves: std::mem::take(&mut self.ckpt.since),
+        };
+        // The checkpointer only stops after the writer; a send error cannot happen in practice.
+        let _ = self.ckpt.tx.send(job);
     }
 
     /// Chain and frame one record into the batch buffer.
     fn add(&mut self, job: Job) {
+        let start = self.buf.len();
         match segment::encode_frame(&mut self.buf, self.next_index, &self.head, &job.rec) {
             Ok(hash) => {
                 self.head = hash;
+                // The Merkle leaf is the frame body, the same bytes the hash chain covers.
+                self.leaves
+                    .push(merkle::leaf_hash(&self.buf[start + segment::HEADER..]));
                 self.acks.push((self.next_index, job.ack));
                 self.next_index += 1;
             }

@@ -1,0 +1,420 @@
+//! Signed checkpoints of a [`crate::FileStore`]: the store's key, the local checkpoint files,
+//! and publication to places the gateway cannot rewrite, with a compare-and-swap `latest.ckpt`.
+//!
+//! On disk, in the store directory:
+//! * `checkpoint.key`: the Ed25519 signing key (PKCS#8 DER, mode 0600), created on first open
+//!   unless [`crate::StoreOptions::checkpoint_key`] names another file. Development default only:
+//!   whoever can read it can sign checkpoints, so production keeps the key outside the store
+//!   (another volume, a secret mount) and the publication targets outside the gateway's write
+//!   access.
+//! * `checkpoint.vkey`: the public verifier key, `<origin>+<key id>+<base64(0x01||pubkey)>`.
+//! * `checkpoints/<size:020>.ckpt`: the signed checkpoint (C2SP note) at each tree size.
+//!
+//! In each publication target: `checkpoints/<size:020>.ckpt` and `latest.ckpt`, replaced only
+//! under `latest.lock` and only by a checkpoint of the same origin, signed by the same key, at
+//! least as large, and provably an extension (consistency proof against the local tree).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::AuditError;
+use crate::keyfile::{create_private_file, sync_dir};
+use crate::merkle::{self, Frontier, Hash};
+use crate::note::{NoteSigner, NoteVerifier, is_key_name_valid};
+
+pub(crate) const KEY_FILE: &str = "checkpoint.key";
+pub(crate) const VKEY_FILE: &str = "checkpoint.vkey";
+pub(crate) const CKPT_DIR: &str = "checkpoints";
+pub(crate) const LATEST: &str = "latest.ckpt";
+const LOCK: &str = "latest.lock";
+/// A lock file older than this is left over from a crash and is removed.
+const STALE_LOCK: Duration = Duration::from_secs(30);
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+pub(crate) fn ckpt_name(size: u64) -> String {
+    format!("{size:020}.ckpt")
+}
+
+fn parse_ckpt_name(name: &str) -> Option<u64> {
+    let d = name.strip_suffix(".ckpt")?;
+    (d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
+}
+
+/// `<dir>/checkpoints/*.ckpt` by size (other files ignored; a missing directory is empty).
+pub(crate) fn list_checkpoints(dir: &Path) -> io::Result<BTreeMap<u64, PathBuf>> {
+    let mut out = BTreeMap::new();
+    let d = dir.join(CKPT_DIR);
+    let rd = match fs::read_dir(&d) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        if let Some(size) = entry.file_name().to_str().and_then(parse_ckpt_name) {
+            out.insert(size, entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Write `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::process::id()
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// The default origin: `cordon/<parent dir name>/<store dir name>`, made a valid key name.
+fn default_origin(dir: &Path) -> String {
+    let clean = |s: Option<&std::ffi::OsStr>| -> String {
+        let s = s.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let s: String = s
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c == '+' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        if s.is_empty() { "store".into() } else { s }
+    };
+    let abs = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    format!(
+        "cordon/{}/{}",
+        clean(abs.parent().and_then(|p| p.file_name())),
+        clean(abs.file_name())
+    )
+}
+
+/// Load (creating on first use) the store's signing key; write or check `checkpoint.vkey`.
+pub(crate) fn load_signer(
+    dir: &Path,
+    key_path: Option<&Path>,
+    origin: Option<&str>,
+) -> Result<NoteSigner, AuditError> {
+    let vkey_path = dir.join(VKEY_FILE);
+    let existing = match fs::read_to_string(&vkey_path) {
+        Ok(s) => Some(NoteVerifier::parse(s.trim_end()).map_err(|e| AuditError::Key {
+            path: vkey_path.clone(),
+            detail: e.to_string(),
+        })?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(AuditError::io(&vkey_path, "read verifier key")(e)),
+    };
+    let origin = match (origin, &existing) {
+        (Some(o), Some(v)) if o != v.name() => {
+            return Err(AuditError::Key {
+                path: vkey_path,
+                detail: format!(
+                    "the store's checkpoints use origin {:?}, not the configured {o:?}",
+                    v.name()
+                ),
+            });
+        }
+        (Some(o), _) => o.to_owned(),
+        (None, Some(v)) => v.name().to_owned(),
+        (None, None) => default_origin(dir),
+    };
+    if !is_key_name_valid(&origin) {
+        return Err(AuditError::InvalidInput {
+            what: "checkpoint origin",
+            why: "must be non-empty without whitespace or '+'",
+        });
+    }
+    let key_path = key_path.map_or_else(|| dir.join(KEY_FILE), Path::to_path_buf);
+    if !key_path.exists() {
+        if existing.is_some() {
+            return Err(AuditError::Key {
+                path: key_path,
+                detail: "checkpoint key missing while checkpoint.vkey exists (refusing to start a new key)"
+                    .into(),
+            });
+        }
+        let der = NoteSigner::generate_pkcs8().map_err(|_| AuditError::Crypto("key generation failed"))?;
+        create_private_file(&key_path, &der).map_err(AuditError::io(&key_path, "create checkpoint key"))?;
+    }
+    let der = fs::read(&key_path).map_err(AuditError::io(&key_path, "read checkpoint key"))?;
+    let signer = NoteSigner::from_pkcs8(&origin, &der).map_err(|e| AuditError::Key {
+        path: key_path.clone(),
+        detail: e.to_string(),
+    })?;
+    match existing {
+        Some(v) if v != signer.verifier() => Err(AuditError::Key {
+            path: key_path,
+            detail: "checkpoint key does not match the store's checkpoint.vkey".into(),
+        }),
+        Some(_) => Ok(signer),
+        None => {
+            let text = format!("{}\n", signer.verifier());
+            create_private_file(&vkey_path, text.as_bytes())
+                .map_err(AuditError::io(&vkey_path, "write verifier key"))?;
+            Ok(signer)
+        }
+    }
+}
+
+/// Counters of the checkpointer, readable from the store handle.
+#[derive(Default, Debug)]
+pub(crate) struct CkptStats {
+    pub written: AtomicU64,
+    pub last_size: AtomicU64,
+    pub failures: AtomicU64,
+    pub published: AtomicU64,
+    pub publish_failures: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// A checkpoint to sign and publish: the tree at `size`, and the leaf hashes appended since the
+/// previous job (only sent when there are publication targets).
+pub(crate) struct CkptJob {
+    pub size: u64,
+    pub root: Hash,
+    pub leaves: Vec<Hash>,
+}
+
+/// Why a publication target refused a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("compare-and-swap rejected: {0}")]
+    Rejected(String),
+}
+
+/// The thread that signs, stores and publishes checkpoints off the append path.
+pub(crate) struct Checkpointer {
+    pub dir: PathBuf,
+    pub signer: NoteSigner,
+    pub targets: Vec<PathBuf>,
+    pub stats: Arc<CkptStats>,
+    /// The tree at `base.size()` and the leaf hashes after it, enough to prove consistency from
+    /// any size >= base to the newest checkpoint. Trimmed to the smallest size a target may
+    /// still hold.
+    pub base: Frontier,
+    pub tail: Vec<Hash>,
+    /// The size of each target's latest, when known.
+    pub known: Vec<Option<u64>>,
+}
+
+impl Checkpointer {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<CkptJob>) {
+        while let Ok(mut job) = rx.recv() {
+            // Coalesce a backlog: only the newest checkpoint needs writing.
+            self.tail.append(&mut job.leaves);
+            while let Ok(mut next) = rx.try_recv() {
+                self.tail.append(&mut next.leaves);
+                job = next;
+            }
+            self.handle(job.size, job.root);
+        }
+    }
+
+    fn handle(&mut self, size: u64, root: Hash) {
+        let ckpt = Checkpoint::new(self.signer.name(), size, root);
+        let note = match ckpt.sign(&self.signer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(store = %self.dir.display(), error = %e, "audit checkpoint: signing failed");
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let local = (|| {
+            let d = self.dir.join(CKPT_DIR);
+            if !d.exists() {
+                fs::create_dir_all(&d)?;
+                sync_dir(&self.dir)?;
+            }
+            write_atomic(&d.join(ckpt_name(size)), note.as_bytes())
+        })();
+        match local {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_size.store(size, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(store = %self.dir.display(), size, error = %e,
+                    "audit checkpoint: writing the local checkpoint failed (retried at the next one)");
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for k in 0..self.targets.len() {
+            let target = self.targets[k].clone();
+            match self.publish(&target, &ckpt, &note) {
+                Ok(()) => {
+                    self.known[k] = Some(size);
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(PublishError::Rejected(why)) => {
+                    // A fork attempt (or a target we cannot prove against): never overwrite.
+                    tracing::error!(store = %self.dir.display(), target = %target.display(), size,
+                        reason = %why, "audit checkpoint publication rejected (possible fork)");
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    self.known[k] = Some(size);
+                }
+                Err(PublishError::Io(e)) => {
+                    tracing::warn!(store = %self.dir.display(), target = %target.display(), size,
+                        error = %e, "audit checkpoint publication failed (retried at the next checkpoint)");
+                    self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.trim(size);
+    }
+
+    /// Drop the leaf hashes no target can still need.
+    fn trim(&mut self, size: u64) {
+        let keep_from = self
+            .known
+            .iter()
+            .map(|k| k.unwrap_or(self.base.size()))
+            .min()
+            .unwrap_or(size)
+            .clamp(self.base.size(), size);
+        let drop = ((keep_from - self.base.size()) as usize).min(self.tail.len());
+        for h in self.tail.drain(..drop) {
+            self.base.push_hash(h);
+        }
+    }
+
+    /// Consistency proof from `old` to the current tree, if `old` is within what we keep.
+    fn prove_from(&self, old: u64) -> Option<Vec<Hash>> {
+        if old < self.base.size() {
+            return None;
+        }
+        let mut f = self.base.clone();
+        let k = (old - self.base.size()) as usize;
+        if k > self.tail.len() {
+            return None;
+        }
+        for h in &self.tail[..k] {
+            f.push_hash(*h);
+        }
+        Some(f.consistency_proof(&self.tail[k..]))
+    }
+
+    fn publish(&self, target: &Path, ckpt: &Checkpoint, note: &str) -> Result<(), PublishError> {
+        let d = target.join(CKPT_DIR);
+        fs::create_dir_all(&d)?;
+        write_atomic(&d.join(ckpt_name(ckpt.size)), note.as_bytes())?;
+        let _lock = LockFile::acquire(&target.join(LOCK))?;
+        let latest = target.join(LATEST);
+        match fs::read(&latest) {
+            Ok(current) => self.check_cas(&current, ckpt)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        write_atomic(&latest, note.as_bytes())?;
+        Ok(())
+    }
+
+    /// May `new` replace the target's `current` latest?
+    fn check_cas(&self, current: &[u8], new: &Checkpoint) -> Result<(), PublishError> {
+        let reject = |s: String| Err(PublishError::Rejected(s));
+        let cur = match Checkpoint::open(current, &[self.signer.verifier()]) {
+            Ok(c) => c,
+            Err(e) => {
+                return reject(format!(
+                    "current latest is not a checkpoint signed by this store's key: {e}"
+                ));
+            }
+        };
+        if cur.origin != new.origin {
+            return reject(format!("origin {:?} differs from {:?}", cur.origin, new.origin));
+        }
+        if cur.size > new.size {
+            return reject(format!("current latest has size {} > {}", cur.size, new.size));
+        }
+        if cur.size == new.size {
+            return if cur.root == new.root {
+                Ok(())
+            } else {
+                reject(format!("a different root at the same size {}", new.size))
+            };
+        }
+        if cur.size == 0 {
+            return Ok(());
+        }
+        let Some(proof) = self.prove_from(cur.size) else {
+            return reject(format!(
+                "no local tree state to prove consistency from size {}",
+                cur.size
+            ));
+        };
+        match merkle::verify_consistency(cur.size, new.size, &cur.root, &new.root, &proof) {
+            Ok(()) => Ok(()),
+            Err(e) => reject(format!(
+                "current latest (size {}) is not a prefix of this log: {e}",
+                cur.size
+            )),
+        }
+    }
+}
+
+/// An exclusive lock: a file created with `create_new`, removed on drop. A lock older than
+/// [`STALE_LOCK`] is taken over (its holder crashed).
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn acquire(path: &Path) -> io::Result<LockFile> {
+        let start = std::time::Instant::now();
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(LockFile(path.to_path_buf()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if stale {
+                        tracing::warn!(lock = %path.display(), "removing a stale checkpoint lock");
+                        let _ = fs::remove_file(path);
+                        continue;
+                    }
+                    if start.elapsed() > LOCK_WAIT {
+                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "latest.lock is held"));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// The size of a target's latest checkpoint, if it has a readable one.
+pub(crate) fn target_latest_size(target: &Path) -> Option<u64> {
+    let bytes = fs::read(target.join(LATEST)).ok()?;
+    Checkpoint::parse_unverified(&bytes).ok().map(|c| c.size)
+}
