@@ -91,6 +91,18 @@ pub enum BreakKind {
     RemovedOrReordered { expected: u64, found: u64 },
     #[error("segment file is named for record {named} but its first record is {found}")]
     MisnamedSegment { named: u64, found: u64 },
+    #[error(
+        "checkpoint mismatch: the signed checkpoint at tree size {size} does not match the records \
+         (records 0..{size} were modified, or the checkpoint was replaced)"
+    )]
+    CheckpointMismatch { size: u64 },
+    #[error(
+        "records removed from the end: a signed checkpoint attests {published_size} records, the \
+         store holds {found}"
+    )]
+    RemovedTail { published_size: u64, found: u64 },
+    #[error("bad checkpoint: {detail}")]
+    BadCheckpoint { detail: String },
 }
 
 /// Verification failed: where (store, segment file, byte offset, record index) and what.

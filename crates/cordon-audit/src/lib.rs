@@ -27,6 +27,7 @@ mod keyfile;
 mod keystore;
 pub mod merkle;
 pub mod note;
+mod proofs;
 mod pseudonym;
 mod record;
 mod segment;
@@ -38,6 +39,10 @@ mod writer;
 pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
+pub use proofs::{
+    ConsistencyBundle, InclusionBundle, ProofError, prove_consistency, prove_inclusion,
+    verify_consistency_bundle, verify_inclusion_bundle,
+};
 pub use pseudonym::Pseudonymizer;
 pub use record::{
     CallerRecord, CompletionRecord, DecisionRecord, Evidence, Latency, Outcome, Payload, RECORD_VERSION,
@@ -45,9 +50,11 @@ pub use record::{
 };
 pub use segment::MAX_BODY;
 pub use store::{Ack, AuditStore};
-pub use verify::{VerifyReport, read_records, verify_store};
+pub use verify::{VerifyOptions, VerifyReport, read_records, verify_store, verify_store_with};
 
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]
 mod tamper_tests;
+#[cfg(test)]
+mod tlog_tests;

@@ -1,0 +1,218 @@
+//! Inclusion and consistency proofs of a [`crate::FileStore`] as self-contained JSON bundles that
+//! verify offline with nothing but the store's verifier key (`checkpoint.vkey`).
+//!
+//! Generating a proof reads and verifies the store (O(records): the tree is rebuilt from the
+//! frame bodies); verifying a bundle is O(log n).
+
+use std::fs;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::VerifyError;
+use crate::merkle::{self, Hash, MerkleError};
+use crate::note::{NoteError, NoteVerifier};
+use crate::segment;
+use crate::tlog;
+
+/// Proof that one record is in the log attested by a signed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionBundle {
+    /// The record's frame body (the Merkle leaf data), base64.
+    pub leaf: String,
+    pub index: u64,
+    /// The size of the checkpoint the proof is against.
+    pub tree_size: u64,
+    /// The audit path, base64 hashes, leaf to root.
+    pub path: Vec<String>,
+    /// The signed checkpoint (C2SP note text).
+    pub checkpoint: String,
+}
+
+/// Proof that the log at `old_size` is a prefix of the log at `new_size`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyBundle {
+    pub old_size: u64,
+    pub new_size: u64,
+    /// Base64 hashes (RFC 9162 §2.1.4).
+    pub proof: Vec<String>,
+    /// The signed checkpoints at both sizes.
+    pub old_checkpoint: String,
+    pub new_checkpoint: String,
+}
+
+/// Why a proof could not be made or a bundle did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("audit store {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint: {0}")]
+    Note(#[from] NoteError),
+    #[error("merkle proof: {0}")]
+    Merkle(#[from] MerkleError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProofError + '_ {
+    move |source| ProofError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The leaf hashes of the first `size` records (after verifying the whole chain), and the body
+/// of record `want`.
+fn leaves_of(dir: &Path, size: u64, want: Option<u64>) -> Result<(Vec<Hash>, Vec<u8>), ProofError> {
+    let mut leaves = Vec::new();
+    let mut wanted = Vec::new();
+    crate::verify::read_bodies(dir, |i, body| {
+        if i < size {
+            leaves.push(merkle::leaf_hash(body));
+        }
+        if Some(i) == want {
+            wanted = body.to_vec();
+        }
+    })?;
+    if (leaves.len() as u64) < size {
+        return Err(ProofError::Invalid(format!(
+            "a checkpoint attests {size} records but the store holds {}",
+            leaves.len()
+        )));
+    }
+    Ok((leaves, wanted))
+}
+
+fn read_checkpoint(dir: &Path, size: u64) -> Result<(String, Checkpoint), ProofError> {
+    let path = dir.join(tlog::CKPT_DIR).join(tlog::ckpt_name(size));
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let vkey_path = dir.join(tlog::VKEY_FILE);
+    let vkey = fs::read_to_string(&vkey_path).map_err(io_err(&vkey_path))?;
+    let c = Checkpoint::open(text.as_bytes(), &[NoteVerifier::parse(vkey.trim_end())?])?;
+    Ok((text, c))
+}
+
+fn b64_hashes(hs: &[Hash]) -> Vec<String> {
+    hs.iter().map(|h| B64.encode(h)).collect()
+}
+
+fn parse_hashes(hs: &[String]) -> Result<Vec<Hash>, ProofError> {
+    hs.iter()
+        .map(|s| {
+            B64.decode(s)
+                .ok()
+                .and_then(|v| <Hash>::try_from(v).ok())
+                .ok_or_else(|| ProofError::Invalid("a proof hash is not base64 of 32 bytes".into()))
+        })
+        .collect()
+}
+
+/// Prove record `index` against the newest local checkpoint (which must cover it).
+pub fn prove_inclusion(dir: &Path, index: u64) -> Result<InclusionBundle, ProofError> {
+    let sizes = tlog::list_checkpoints(dir).map_err(io_err(dir))?;
+    let Some((&size, _)) = sizes.last_key_value().filter(|(s, _)| **s > index) else {
+        return Err(ProofError::Invalid(format!(
+            "no checkpoint covers record {index} yet (it is in the unattested tail)"
+        )));
+    };
+    let (text, c) = read_checkpoint(dir, size)?;
+    let (leaves, body) = leaves_of(dir, size, Some(index))?;
+    if merkle::root(&leaves[..size as usize]) != c.root {
+        return Err(ProofError::Invalid(format!(
+            "the records do not match the checkpoint at size {size}"
+        )));
+    }
+    let path = merkle::inclusion_proof(&leaves[..size as usize], index)?;
+    Ok(InclusionBundle {
+        leaf: B64.encode(body),
+        index,
+        tree_size: size,
+        path: b64_hashes(&path),
+        checkpoint: text,
+    })
+}
+
+/// Prove that the log at `old_size` is a prefix of the log at `new_size`; both sizes must have a
+/// local checkpoint.
+pub fn prove_consistency(dir: &Path, old_size: u64, new_size: u64) -> Result<ConsistencyBundle, ProofError> {
+    if old_size > new_size {
+        return Err(MerkleError::SizeOutOfRange {
+            old: old_size,
+            new: new_size,
+        }
+        .into());
+    }
+    let (old_text, _) = read_checkpoint(dir, old_size)?;
+    let (new_text, new_c) = read_checkpoint(dir, new_size)?;
+    let (leaves, _) = leaves_of(dir, new_size, None)?;
+    let leaves = &leaves[..new_size as usize];
+    if merkle::root(leaves) != new_c.root {
+        return Err(ProofError::Invalid(format!(
+            "the records do not match the checkpoint at size {new_size}"
+        )));
+    }
+    let proof = merkle::consistency_proof(leaves, old_size)?;
+    Ok(ConsistencyBundle {
+        old_size,
+        new_size,
+        proof: b64_hashes(&proof),
+        old_checkpoint: old_text,
+        new_checkpoint: new_text,
+    })
+}
+
+/// Verify an inclusion bundle offline against the store's verifier key.
+pub fn verify_inclusion_bundle(b: &InclusionBundle, vkey: &str) -> Result<(), ProofError> {
+    let v = NoteVerifier::parse(vkey.trim_end())?;
+    let c = Checkpoint::open(b.checkpoint.as_bytes(), &[v])?;
+    if c.size != b.tree_size {
+        return Err(ProofError::Invalid(format!(
+            "bundle claims tree size {} but its checkpoint is for {}",
+            b.tree_size, c.size
+        )));
+    }
+    let leaf = B64
+        .decode(&b.leaf)
+        .map_err(|_| ProofError::Invalid("leaf is not base64".into()))?;
+    match segment::parse_envelope(&leaf) {
+        Some(env) if env.index == b.index => {}
+        _ => {
+            return Err(ProofError::Invalid(format!(
+                "leaf is not the record envelope of index {}",
+                b.index
+            )));
+        }
+    }
+    let path = parse_hashes(&b.path)?;
+    merkle::verify_inclusion(&merkle::leaf_hash(&leaf), b.index, c.size, &path, &c.root)?;
+    Ok(())
+}
+
+/// Verify a consistency bundle offline against the store's verifier key.
+pub fn verify_consistency_bundle(b: &ConsistencyBundle, vkey: &str) -> Result<(), ProofError> {
+    let v = [NoteVerifier::parse(vkey.trim_end())?];
+    let old = Checkpoint::open(b.old_checkpoint.as_bytes(), &v)?;
+    let new = Checkpoint::open(b.new_checkpoint.as_bytes(), &v)?;
+    if old.size != b.old_size || new.size != b.new_size {
+        return Err(ProofError::Invalid(
+            "bundle sizes differ from its checkpoints".into(),
+        ));
+    }
+    if old.origin != new.origin {
+        return Err(ProofError::Invalid(
+            "the checkpoints have different origins".into(),
+        ));
+    }
+    let proof = parse_hashes(&b.proof)?;
+    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof)?;
+    Ok(())
+}
