@@ -3,8 +3,12 @@
 //! one chain (one `PgStore`, i.e. one gateway replica) in a fresh schema that is dropped after.
 //!
 //! ```text
-//! cargo run --release -p cordon-audit-pg --example pg_throughput -- [writers] [seconds] [chains]
+//! cargo run --release -p cordon-audit-pg --example pg_throughput -- [writers] [seconds] [chains] [batch_delay_us] [regroup_yields]
 //! ```
+//! Every ack waits for a commit, so with W writers each awaiting its ack the rate is bounded by
+//! W / (commit latency): on a disk whose fdatasync takes ~4 ms, 64 writers cannot exceed ~16,000
+//! rows/s whatever the database does; more writers in flight (more requests, more replicas) fill
+//! bigger batches.
 //! `CORDON_TEST_PG` overrides the connection string (default
 //! `host=127.0.0.1 port=5432 user=postgres dbname=test`, a superuser: it migrates the schema).
 
@@ -57,6 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writers: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(64);
     let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let chains: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1).max(1);
+    let delay_us: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(0);
+    let regroup: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
     let conn = std::env::var("CORDON_TEST_PG")
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_string());
     let config = Config::from_str(&conn)?;
@@ -120,7 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         records += st.records;
     }
     println!(
-        "writers={writers} chains={chains} seconds={elapsed:.2} rows={rows} failed={} rows/s={:.0} \
+        "writers={writers} chains={chains} batch_delay_us={delay_us} regroup_yields={regroup:?} seconds={elapsed:.2} rows={rows} failed={} rows/s={:.0} \
          mean_batch={:.1} mean_ack_latency_ms={:.3}",
         failed.load(Ordering::Relaxed),
         rows as f64 / elapsed,
