@@ -131,11 +131,16 @@ pub(crate) fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
         return None;
     }
     let (hex_prev, rest) = rest.split_at(64);
-    if !hex_prev.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
+    // Lowercase hex only (what the writer emits); decoded by hand, this is on the verify path.
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
     let mut prev = [0u8; 32];
-    hex::decode_to_slice(hex_prev, &mut prev).ok()?;
+    for (out, pair) in prev.iter_mut().zip(hex_prev.chunks_exact(2)) {
+        *out = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
     let rest = rest.strip_prefix(PRE_REC)?;
     let rec = rest.strip_suffix(b"}")?;
     if rec.is_empty() {

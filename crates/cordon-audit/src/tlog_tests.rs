@@ -384,3 +384,56 @@ async fn bundles_verify_offline_and_fail_on_any_change() {
     std::mem::swap(&mut t.old_checkpoint, &mut t.new_checkpoint);
     assert!(verify_consistency_bundle(&t, &vkey).is_err());
 }
+
+/// Big segments are verified on all cores; the first damage is still reported exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_verification_reports_the_first_damage() {
+    let (_tmp, dir, _) = busy_store().await;
+    let seg = segments(&dir).pop().unwrap();
+    let r = frame_ranges(&seg);
+    let pristine = fs::read(&seg).unwrap();
+    // A rewritten body with a recomputed CRC at 1500 and a flipped byte at 2500: the first wins.
+    let mut data = pristine.clone();
+    let body = &data[r[1500].start + segment::HEADER..r[1500].end];
+    let mut new_body = body.to_vec();
+    let at = new_body.len() - 3;
+    new_body[at] = if new_body[at] == b'1' { b'2' } else { b'1' };
+    let crc = crc32c::crc32c(&new_body);
+    data[r[1500].start + 4..r[1500].start + 8].copy_from_slice(&crc.to_le_bytes());
+    data[r[1500].start + segment::HEADER..r[1500].end].copy_from_slice(&new_body);
+    data[r[2500].start + segment::HEADER + 5] ^= 1;
+    fs::write(&seg, &data).unwrap();
+    let e = verify_store(&dir).unwrap_err();
+    assert!(
+        matches!(
+            (e.kind(), e.index()),
+            (
+                Some(BreakKind::Modified | BreakKind::BadJson { .. }),
+                Some(1500 | 1501)
+            )
+        ),
+        "{e}"
+    );
+    // Only the flipped byte: a CRC error at 2500, after 2500 good records.
+    let mut data = pristine.clone();
+    data[r[2500].start + segment::HEADER + 5] ^= 1;
+    fs::write(&seg, &data).unwrap();
+    let e = verify_store(&dir).unwrap_err();
+    assert_eq!((e.kind(), e.index()), (Some(&BreakKind::BadCrc), Some(2500)));
+    // Two frames swapped in the middle.
+    let mut data = pristine[..r[2000].start].to_vec();
+    data.extend_from_slice(&pristine[r[2001].clone()]);
+    data.extend_from_slice(&pristine[r[2000].clone()]);
+    data.extend_from_slice(&pristine[r[2001].end..]);
+    fs::write(&seg, &data).unwrap();
+    let e = verify_store(&dir).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        Some(&BreakKind::RemovedOrReordered {
+            expected: 2000,
+            found: 2001
+        })
+    );
+    fs::write(&seg, &pristine).unwrap();
+    assert_eq!(verify_store(&dir).unwrap().records, 3000);
+}

@@ -84,13 +84,14 @@ pub fn verify_store_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyR
         }
     };
     check(&tree);
-    let head = walk(dir, opts.progress, |_, rec, body| {
+    let head = walk(dir, opts.progress, parse_kind, |_, is_decision, _, leaf| {
         report.records += 1;
-        match rec {
-            Record::Decision(_) => report.decisions += 1,
-            Record::Completion(_) => report.completions += 1,
+        if is_decision {
+            report.decisions += 1;
+        } else {
+            report.completions += 1;
         }
-        tree.push_hash(merkle::leaf_hash(body));
+        tree.push_hash(*leaf);
         check(&tree);
     })?;
     let ckpt_err = |file: &Path, size: u64, kind: BreakKind| VerifyError::Broken {
@@ -188,21 +189,115 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
 /// Every record with its index, after verifying the store exactly as [`verify_store`] does.
 pub fn read_records(dir: &Path) -> Result<Vec<(u64, Record)>, VerifyError> {
     let mut out = Vec::new();
-    walk(dir, None, |i, rec, _| out.push((i, rec)))?;
+    walk(dir, None, parse_record, |i, rec, _, _| out.push((i, rec)))?;
     Ok(out)
 }
 
 /// Every frame body (the Merkle leaf data), after verifying the chain.
 pub(crate) fn read_bodies(dir: &Path, mut visit: impl FnMut(u64, &[u8])) -> Result<(), VerifyError> {
-    walk(dir, None, |i, _, body| visit(i, body))?;
+    walk(dir, None, parse_kind, |i, _, body, _| visit(i, body))?;
     Ok(())
 }
 
-/// Walk and check every record in order; returns the head hash.
-fn walk(
+/// Parse a record. The writer puts `kind` first, so the variant can be deserialized directly
+/// (much faster than serde's buffering of internally tagged enums); anything else takes the
+/// general path, which also produces the error.
+fn parse_record(rec: &[u8]) -> Result<Record, String> {
+    if rec.starts_with(br#"{"kind":"decision","#)
+        && let Ok(d) = serde_json::from_slice(rec)
+    {
+        return Ok(Record::Decision(d));
+    }
+    if rec.starts_with(br#"{"kind":"completion","#)
+        && let Ok(c) = serde_json::from_slice(rec)
+    {
+        return Ok(Record::Completion(c));
+    }
+    serde_json::from_slice(rec).map_err(|e| describe_json_error(&e))
+}
+
+/// Validate a record fully, keep only its kind.
+fn parse_kind(rec: &[u8]) -> Result<bool, String> {
+    parse_record(rec).map(|r| matches!(r, Record::Decision(_)))
+}
+
+/// What the parallel pass computes for one frame.
+struct Item<T> {
+    offset: usize,
+    end: usize,
+    /// (index, prev) from the envelope; `None` if the body is not an envelope.
+    env: Option<(u64, [u8; 32])>,
+    entry: [u8; 32],
+    leaf: Hash,
+    rec: Result<T, String>,
+}
+
+fn precompute<T>(
+    data: &[u8],
+    frames: &[(usize, usize)],
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> Vec<Item<T>> {
+    frames
+        .iter()
+        .map(|&(offset, end)| {
+            let body = &data[offset + segment::HEADER..end];
+            match segment::parse_envelope(body) {
+                Some(env) => Item {
+                    offset,
+                    end,
+                    env: Some((env.index, env.prev)),
+                    entry: segment::entry_hash(&env.prev, body),
+                    leaf: merkle::leaf_hash(body),
+                    rec: parse(env.rec),
+                },
+                None => Item {
+                    offset,
+                    end,
+                    env: None,
+                    entry: ZERO_HASH,
+                    leaf: ZERO_HASH,
+                    rec: Err(String::new()),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Parse, hash and deserialize the frames on all cores (each record's entry hash depends only on
+/// its own bytes, the link check is done in order afterwards).
+fn precompute_parallel<T: Send>(
+    data: &[u8],
+    frames: &[(usize, usize)],
+    parse: fn(&[u8]) -> Result<T, String>,
+) -> Vec<Item<T>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || frames.len() < 2048 {
+        return precompute(data, frames, parse);
+    }
+    let chunk = frames.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = frames
+            .chunks(chunk)
+            .map(|c| s.spawn(move || precompute(data, c, parse)))
+            .collect();
+        let mut out = Vec::with_capacity(frames.len());
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    })
+}
+
+/// Walk and check every record in order; returns the head hash. `visit` gets each record's
+/// index, parsed value, body and leaf hash.
+fn walk<T: Send>(
     dir: &Path,
     progress: Option<&dyn Fn(u64, u64)>,
-    mut visit: impl FnMut(u64, Record, &[u8]),
+    parse: fn(&[u8]) -> Result<T, String>,
+    mut visit: impl FnMut(u64, T, &[u8], &Hash),
 ) -> Result<[u8; 32], VerifyError> {
     let io_err = |path: &Path| {
         let store = dir.to_path_buf();
@@ -221,9 +316,15 @@ fn walk(
     let mut done = 0u64;
     let mut expected: u64 = 0;
     let mut head = ZERO_HASH;
+    // One buffer for every segment: fresh 64 MiB allocations cost more in page faults than the
+    // CRCs of their contents.
+    let mut data = Vec::new();
     for (start, path) in segs {
-        let data = fs::read(&path).map_err(io_err(&path))?;
-        let seg_start = done;
+        data.clear();
+        fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
+            .map_err(io_err(&path))?;
+        let data = &data[..];
         let segment_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -235,66 +336,66 @@ fn walk(
             index,
             kind,
         };
+        // Framing and CRCs (cheap, sequential), then the expensive part on all cores.
+        let mut frames = Vec::new();
+        let mut fault = None;
+        for frame in Frames::new(data) {
+            match frame {
+                Ok(f) => frames.push((f.offset, f.end)),
+                Err(e) => fault = Some(e),
+            }
+        }
+        let items = precompute_parallel(data, &frames, parse);
         let mut first = true;
-        for frame in Frames::new(&data) {
-            let f = frame.map_err(|(offset, fault)| {
-                let kind = match fault {
-                    Fault::Truncated => BreakKind::Truncated,
-                    Fault::BadLength(len) => BreakKind::BadFraming { len },
-                    Fault::BadCrc => BreakKind::BadCrc,
-                };
-                broken(offset, expected, kind)
-            })?;
-            let env = segment::parse_envelope(f.body).ok_or_else(|| {
-                broken(
-                    f.offset,
+        for item in items {
+            let body = &data[item.offset + segment::HEADER..item.end];
+            let Some((index, prev)) = item.env else {
+                return Err(broken(
+                    item.offset,
                     expected,
                     BreakKind::BadJson {
                         detail: "the body is not a record envelope".into(),
                     },
-                )
-            })?;
-            if env.index != expected {
+                ));
+            };
+            if index != expected {
                 return Err(broken(
-                    f.offset,
+                    item.offset,
                     expected,
                     BreakKind::RemovedOrReordered {
                         expected,
-                        found: env.index,
+                        found: index,
                     },
                 ));
             }
-            if first && start != env.index {
+            if first && start != index {
                 return Err(broken(
-                    f.offset,
+                    item.offset,
                     expected,
                     BreakKind::MisnamedSegment {
                         named: start,
-                        found: env.index,
+                        found: index,
                     },
                 ));
             }
             first = false;
-            if env.prev != head {
-                return Err(broken(f.offset, expected, BreakKind::Modified));
+            if prev != head {
+                return Err(broken(item.offset, expected, BreakKind::Modified));
             }
-            let rec: Record = serde_json::from_slice(env.rec).map_err(|e| {
-                broken(
-                    f.offset,
-                    expected,
-                    BreakKind::BadJson {
-                        detail: describe_json_error(&e),
-                    },
-                )
-            })?;
-            head = segment::entry_hash(&env.prev, f.body);
-            visit(expected, rec, f.body);
+            let rec = item
+                .rec
+                .map_err(|detail| broken(item.offset, expected, BreakKind::BadJson { detail }))?;
+            head = item.entry;
+            visit(expected, rec, body, &item.leaf);
             expected += 1;
-            if let Some(p) = progress
-                && expected.is_multiple_of(65536)
-            {
-                p(seg_start + f.end as u64, total);
-            }
+        }
+        if let Some((offset, fault)) = fault {
+            let kind = match fault {
+                Fault::Truncated => BreakKind::Truncated,
+                Fault::BadLength(len) => BreakKind::BadFraming { len },
+                Fault::BadCrc => BreakKind::BadCrc,
+            };
+            return Err(broken(offset, expected, kind));
         }
         done += data.len() as u64;
         if let Some(p) = progress {
