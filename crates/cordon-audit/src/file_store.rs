@@ -1,5 +1,6 @@
 //! [`FileStore`]: the hash-chained, group-committed segment log of one jurisdiction (format in
-//! [`crate::segment`]).
+//! [`crate::segment`]), with a Merkle tree over the same bodies and signed checkpoints
+//! ([`crate::tlog`]).
 //!
 //! Opening recovers the chain head from the last segment only (its last body carries `prev`, so
 //! the head is `SHA-256(prev || body)` without rereading history). Damage at the end of the last

@@ -1,24 +1,44 @@
-//! Cordon's audit stores: one append-only, hash-chained log per jurisdiction.
+//! Cordon's audit stores: one append-only, hash-chained, Merkle-tree log per jurisdiction, with
+//! signed checkpoints.
 //!
 //! Every gateway decision (allowed or refused) is appended to the store of the data subject's
 //! jurisdiction and acknowledged only once fsynced, before anything is forwarded; a completion
-//! record follows the response. [`AuditStore`] is the seam: [`FileStore`] is the first
-//! implementation (a CRC-framed, SHA-256-chained segment log with group commit, format below);
-//! a Merkle log (RFC 6962) with signed checkpoints replaces it later behind the same trait.
+//! record follows the response. [`AuditStore`] is the seam: [`FileStore`] is the embedded
+//! implementation (a CRC-framed, SHA-256-chained segment log with group commit, format below).
 //!
 //! # On-disk format
 //! A store is a directory of segments `{first index:020}.log` (rolled at ~64 MiB) of frames
 //! `[u32 LE len][u32 LE crc32c(body)][body]`, body =
 //! `{"i":<index>,"prev":"<hex entry hash of i-1, or 64 zeros>","rec":<record JSON>}`, and
-//! entry hash(i) = SHA-256(entry hash(i-1) || body(i)). [`verify_store`] checks it all.
-//! A torn tail (crash mid-write) is cut on open; damage followed by intact records makes open
-//! refuse ([`AuditError::Corrupt`]). Removing or rewriting the *last* records cannot be seen
-//! from the chain alone: compare [`VerifyReport::head_hash`] with a head published earlier.
+//! entry hash(i) = SHA-256(entry hash(i-1) || body(i)).
+//!
+//! The same bodies are the leaves of an RFC 6962 / RFC 9162 Merkle tree ([`merkle`]): leaf i =
+//! SHA-256(0x00 || body(i)). The writer keeps the tree's right edge ([`merkle::Frontier`]) and,
+//! every [`StoreOptions::checkpoint_every`] records or [`StoreOptions::checkpoint_interval`] (and
+//! at clean shutdown), a second thread signs a C2SP tlog checkpoint ([`checkpoint`], [`note`];
+//! Ed25519) into `checkpoints/{size:020}.ckpt` and publishes it to
+//! [`StoreOptions::publish_to`] with a compare-and-swap `latest.ckpt` (details and key handling in
+//! the `tlog` module: `checkpoint.key` is a development default, `checkpoint.vkey` is the public
+//! verifier key). Publication never blocks or fails an append; a refused compare-and-swap (a fork
+//! attempt) is logged and counted ([`FileStore::checkpoint_stats`]).
+//!
+//! Opening rebuilds the tree by hashing every body (O(store bytes): about a second per GB here;
+//! a tiled on-disk tree would make it O(log n)) and keeps 32 bytes per record only for records
+//! after the oldest checkpoint a publication target still holds. A torn tail (crash mid-write)
+//! is cut on open; damage followed by intact records, or a signed checkpoint attesting more
+//! records than remain or a different root, makes open refuse ([`AuditError::Corrupt`]).
+//!
+//! [`verify_store`] / [`verify_store_with`] check framing, CRCs, records, the chain, the tree
+//! against every local and published checkpoint (so dropping or rewriting the *last* records is
+//! caught as [`BreakKind::RemovedTail`] / [`BreakKind::CheckpointMismatch`]), and report records
+//! not yet covered by a checkpoint ([`VerifyReport::unattested`]). [`prove_inclusion`] and
+//! [`prove_consistency`] make JSON bundles that [`verify_inclusion_bundle`] and
+//! [`verify_consistency_bundle`] check offline with only the verifier key.
 //! `verify_store` on a store that is being written may see the in-flight batch as `Truncated`.
 //!
 //! Subjects are pseudonymized per jurisdiction ([`Pseudonymizer`]); payloads are a digest or
-//! ciphertext under a per-subject key that can be shredded ([`Keystore`]) while the chain, which
-//! hashes the ciphertext, still verifies.
+//! ciphertext under a per-subject key that can be shredded ([`Keystore`]) while the chain and the
+//! tree, which hash the ciphertext, still verify.
 
 pub mod checkpoint;
 mod error;

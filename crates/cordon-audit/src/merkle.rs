@@ -3,7 +3,7 @@
 //!
 //! * leaf hash = SHA-256(0x00 || leaf data), node hash = SHA-256(0x01 || left || right),
 //!   the root of the empty tree = SHA-256("") ([`empty_root`]).
-//! * MTH(D[n]) for n > 1 splits at k = the largest power of two < n (RFC 9162 §2.1.1).
+//! * MTH(D\[n\]) for n > 1 splits at k = the largest power of two < n (RFC 9162 §2.1.1).
 //!
 //! Generation from a slice of leaf hashes ([`root`], [`inclusion_proof`], [`consistency_proof`])
 //! costs O(n) hashing (every subtree is hashed once); [`Frontier`] keeps only the O(log n)

@@ -1,6 +1,6 @@
 //! The store abstraction the gateway is written against, and the [`Ack`] that resolves when a
-//! record is durable. [`crate::FileStore`] is the first implementation; a Merkle log with signed
-//! checkpoints replaces it later behind the same trait.
+//! record is durable. [`crate::FileStore`] is the embedded implementation (hash chain, Merkle tree,
+//! signed checkpoints).
 
 use std::future::Future;
 use std::pin::Pin;
