@@ -10,9 +10,13 @@
 //! * `checkpoint.vkey`: the public verifier key, `<origin>+<key id>+<base64(0x01||pubkey)>`.
 //! * `checkpoints/<size:020>.ckpt`: the signed checkpoint (C2SP note) at each tree size.
 //!
-//! In each publication target: `checkpoints/<size:020>.ckpt` and `latest.ckpt`, replaced only
-//! under `latest.lock` and only by a checkpoint of the same origin, signed by the same key, at
-//! least as large, and provably an extension (consistency proof against the local tree).
+//! In each publication target (one directory per store): `checkpoints/<size:020>.ckpt` (added,
+//! never replaced by a different one) and `latest.ckpt`, replaced only under `latest.lock` and only
+//! by a checkpoint of the same origin, signed by the same key, at least as large, and provably an
+//! extension (consistency proof against the local tree). The target should be writable by the
+//! gateway only through this protocol (e.g. a replica host's directory mounted without delete
+//! rights, or a witness service behind the same interface later); anything that can rewrite the
+//! target can also rewrite its `latest.ckpt`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -70,10 +74,12 @@ pub(crate) fn list_checkpoints(dir: &Path) -> io::Result<BTreeMap<u64, PathBuf>>
 /// Write `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        std::process::id()
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -314,15 +320,34 @@ impl Checkpointer {
         Some(f.consistency_proof(&self.tail[k..]))
     }
 
+    /// Under the target's lock: check the compare-and-swap, then add `checkpoints/<size>.ckpt`
+    /// (never replacing a different one) and replace `latest.ckpt`.
     fn publish(&self, target: &Path, ckpt: &Checkpoint, note: &str) -> Result<(), PublishError> {
         let d = target.join(CKPT_DIR);
         fs::create_dir_all(&d)?;
-        write_atomic(&d.join(ckpt_name(ckpt.size)), note.as_bytes())?;
         let _lock = LockFile::acquire(&target.join(LOCK))?;
         let latest = target.join(LATEST);
         match fs::read(&latest) {
             Ok(current) => self.check_cas(&current, ckpt)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let at_size = d.join(ckpt_name(ckpt.size));
+        match fs::read(&at_size) {
+            Ok(existing) if existing == note.as_bytes() => {}
+            Ok(existing) => {
+                // Same size, same key: Ed25519 is deterministic, so a different note means a
+                // different root (or a foreign file). Keep the evidence.
+                let same_root = Checkpoint::open(&existing, &[self.signer.verifier()])
+                    .is_ok_and(|c| c.root == ckpt.root && c.origin == ckpt.origin);
+                if !same_root {
+                    return Err(PublishError::Rejected(format!(
+                        "{} already holds a different checkpoint",
+                        at_size.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(&at_size, note.as_bytes())?,
             Err(e) => return Err(e.into()),
         }
         write_atomic(&latest, note.as_bytes())?;

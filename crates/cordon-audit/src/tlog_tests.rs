@@ -295,6 +295,7 @@ async fn publishing_a_fork_is_rejected_and_latest_is_unchanged() {
     let latest = Checkpoint::parse_unverified(&fs::read(target.join(LATEST)).unwrap()).unwrap();
     assert_eq!(latest.size, 13);
     assert_eq!(a_stats.rejected, 0);
+    assert_eq!(local_sizes(&target), vec![5, 10, 13]);
 }
 
 #[tokio::test]
