@@ -111,6 +111,22 @@ pub(crate) fn encode_frame(
     Ok(entry_hash(prev, body))
 }
 
+/// Lowercase hex digit values; 0xff for every other byte.
+const HEX_LOWER: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// A parsed body.
 pub(crate) struct Envelope<'a> {
     pub index: u64,
@@ -131,15 +147,16 @@ pub(crate) fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
         return None;
     }
     let (hex_prev, rest) = rest.split_at(64);
-    // Lowercase hex only (what the writer emits); decoded by hand, this is on the verify path.
-    let nibble = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
+    // Lowercase hex only (what the writer emits), decoded branch-free: this is on the verify path.
     let mut prev = [0u8; 32];
+    let mut invalid = 0u8;
     for (out, pair) in prev.iter_mut().zip(hex_prev.chunks_exact(2)) {
-        *out = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (hi, lo) = (HEX_LOWER[pair[0] as usize], HEX_LOWER[pair[1] as usize]);
+        invalid |= hi | lo;
+        *out = (hi << 4) | (lo & 0x0f);
+    }
+    if invalid & 0xf0 != 0 {
+        return None;
     }
     let rest = rest.strip_prefix(PRE_REC)?;
     let rec = rest.strip_suffix(b"}")?;
@@ -272,6 +289,16 @@ mod tests {
         assert_eq!(v["prev"], hex::encode(h0));
         assert!(parse_envelope(br#"{"i":01,"prev":"00","rec":{}}"#).is_none());
         assert!(parse_envelope(b"{\"i\": 1}").is_none());
+        // `prev` must be exactly 64 lowercase hex digits.
+        let good = format!(r#"{{"i":1,"prev":"{}","rec":{{}}}}"#, hex::encode([0xab; 32]));
+        assert_eq!(parse_envelope(good.as_bytes()).unwrap().prev, [0xab; 32]);
+        for bad in [
+            good.replace("ab", "AB"),
+            good.replacen("ab", "ag", 1),
+            good.replacen("ab", "a", 1),
+        ] {
+            assert!(parse_envelope(bad.as_bytes()).is_none(), "{bad}");
+        }
     }
 
     #[test]

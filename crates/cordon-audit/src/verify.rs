@@ -269,10 +269,10 @@ fn precompute_parallel<T: Send>(
     data: &[u8],
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
-) -> Vec<Item<T>> {
+) -> Vec<Vec<Item<T>>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads < 2 || frames.len() < 2048 {
-        return precompute(data, frames, parse);
+        return vec![precompute(data, frames, parse)];
     }
     let chunk = frames.len().div_ceil(threads);
     std::thread::scope(|s| {
@@ -280,14 +280,10 @@ fn precompute_parallel<T: Send>(
             .chunks(chunk)
             .map(|c| s.spawn(move || precompute(data, c, parse)))
             .collect();
-        let mut out = Vec::with_capacity(frames.len());
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-        out
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     })
 }
 
@@ -347,7 +343,7 @@ fn walk<T: Send>(
         }
         let items = precompute_parallel(data, &frames, parse);
         let mut first = true;
-        for item in items {
+        for item in items.into_iter().flatten() {
             let body = &data[item.offset + segment::HEADER..item.end];
             let Some((index, prev)) = item.env else {
                 return Err(broken(
