@@ -1,8 +1,9 @@
 //! Verification speed (not a test): write N records into a fresh store, then time `verify_store`
 //! (framing, CRC, record schema, hash chain, Merkle tree and every signed checkpoint).
 //!
-//! `RECORDS=small` (default): completion records, ~300 bytes per frame.
-//! `RECORDS=mixed`: alternating decision (~740 bytes) and completion records, as the gateway writes.
+//! `RECORDS=small` (default): completion records, ~400 bytes per frame.
+//! `RECORDS=mixed`: alternating decision and completion records, as the gateway writes (~640
+//! bytes per frame on average).
 //!
 //! `cargo run --release -p cordon-audit --example verify_speed -- [records] [runs]`
 //! (`$AUDIT_DIR`: where to write the store, or an existing store to verify.)

@@ -60,7 +60,7 @@ pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
 pub use proofs::{
-    ConsistencyBundle, InclusionBundle, ProofError, prove_consistency, prove_inclusion,
+    ConsistencyBundle, InclusionBundle, ProofError, prove_consistency, prove_inclusion, read_verifier_key,
     verify_consistency_bundle, verify_inclusion_bundle,
 };
 pub use pseudonym::Pseudonymizer;

@@ -101,6 +101,14 @@ fn read_checkpoint(dir: &Path, size: u64) -> Result<(String, Checkpoint), ProofE
     Ok((text, c))
 }
 
+/// The store's verifier key (`<store>/checkpoint.vkey`), checked to be well-formed: what
+/// [`verify_inclusion_bundle`] and [`verify_consistency_bundle`] need, e.g. for an export.
+pub fn read_verifier_key(dir: &Path) -> Result<String, ProofError> {
+    let path = dir.join(tlog::VKEY_FILE);
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    Ok(NoteVerifier::parse(text.trim_end())?.to_string())
+}
+
 fn b64_hashes(hs: &[Hash]) -> Vec<String> {
     hs.iter().map(|h| B64.encode(h)).collect()
 }

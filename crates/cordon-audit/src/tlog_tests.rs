@@ -307,6 +307,7 @@ async fn bundles_verify_offline_and_fail_on_any_change() {
     let vkey = store.verifier_key();
     drop(store);
     assert_eq!(fs::read_to_string(dir.join(VKEY_FILE)).unwrap().trim_end(), vkey);
+    assert_eq!(crate::read_verifier_key(&dir).unwrap(), vkey);
     let b = prove_inclusion(&dir, 37).unwrap();
     assert_eq!(b.tree_size, 57);
     // JSON round trip: the bundle is all a verifier needs.
