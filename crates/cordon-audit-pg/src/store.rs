@@ -615,3 +615,25 @@ fn describe_pool_error(e: &deadpool_postgres::PoolError) -> String {
         other => other.to_string(),
     }
 }
+
+impl cordon_audit::AckSource for Shared {
+    fn closed_error(&self) -> AuditError {
+        self.stopped()
+    }
+}
+
+/// The gateway's view: a PostgreSQL chain is an audit store like the file store.
+impl cordon_audit::AuditStore for PgStore {
+    fn append(&self, record: &Record) -> Result<cordon_audit::Ack, AuditError> {
+        let PgAck { rx, shared } = PgStore::append(self, record)?;
+        Ok(cordon_audit::Ack::new(rx, shared))
+    }
+
+    fn check_writable(&self) -> Result<(), AuditError> {
+        PgStore::check_writable(self)
+    }
+
+    fn describe(&self) -> String {
+        PgStore::describe(self)
+    }
+}

@@ -69,7 +69,7 @@ pub use record::{
     Record, digest, new_decision_id, now_rfc3339_micros,
 };
 pub use segment::MAX_BODY;
-pub use store::{Ack, AuditStore};
+pub use store::{Ack, AckSource, AuditStore};
 pub use verify::{VerifyOptions, VerifyReport, read_records, verify_store, verify_store_with};
 
 #[cfg(test)]

@@ -24,8 +24,9 @@ pub trait AuditStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// Why an ack channel closed without an answer, supplied by the store.
-pub(crate) trait AckSource: Send + Sync {
+/// Why an ack channel closed without an answer, supplied by the store (public so that stores in
+/// other crates, such as the PostgreSQL backend, can build an [`Ack`]).
+pub trait AckSource: Send + Sync {
     fn closed_error(&self) -> AuditError;
 }
 
@@ -37,7 +38,9 @@ pub struct Ack {
 }
 
 impl Ack {
-    pub(crate) fn new(rx: oneshot::Receiver<Result<u64, AuditError>>, source: Arc<dyn AckSource>) -> Self {
+    /// An ack that resolves when the store's writer answers on `rx`; if the writer drops the
+    /// sender without answering, `source` says why.
+    pub fn new(rx: oneshot::Receiver<Result<u64, AuditError>>, source: Arc<dyn AckSource>) -> Self {
         Ack { rx, source }
     }
 }
