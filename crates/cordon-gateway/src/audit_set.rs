@@ -1,6 +1,8 @@
 //! The audit stores of one gateway: one per data-subject jurisdiction (explicit in the policy, or
 //! `<audit.root>/<JURISDICTION>` on first use), plus a store for records with no verified subject
-//! (authentication failures). Stores are opened once and kept across policy reloads, keyed by path.
+//! (authentication failures). A store is a directory (the file store, with signed checkpoints
+//! published to its DR replica) or a PostgreSQL chain. Stores are opened once and kept across
+//! policy reloads.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,22 +10,45 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cordon_audit::{AuditError, AuditStore, FileStore, StoreOptions};
+use cordon_audit_pg::{PgStore, PgStoreOptions, parse_store_url};
 use cordon_policy::Policy;
 use cordon_types::Jurisdiction;
 
 /// Directory name of the store for unauthenticated requests (not a jurisdiction id: ids are capitals).
 pub const UNAUTHENTICATED_STORE: &str = "_unauthenticated";
 
-pub struct AuditSet {
-    data_dir: PathBuf,
-    open: Mutex<HashMap<PathBuf, Arc<FileStore>>>,
+/// What a store is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StoreKey {
+    Dir(PathBuf),
+    /// A PostgreSQL URL and the chain this instance writes.
+    Postgres {
+        url: String,
+        chain: String,
+    },
 }
 
 /// Where a jurisdiction's records go under a policy.
 #[derive(Debug, Clone)]
 pub struct StoreLocation {
-    pub path: PathBuf,
+    pub key: StoreKey,
     pub region: Option<String>,
+    /// The DR replica directory, which receives every signed checkpoint.
+    pub replica: Option<PathBuf>,
+}
+
+impl StoreLocation {
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.key {
+            StoreKey::Dir(p) => Some(p),
+            StoreKey::Postgres { .. } => None,
+        }
+    }
+}
+
+pub struct AuditSet {
+    data_dir: PathBuf,
+    open: Mutex<HashMap<StoreKey, Arc<dyn AuditStore>>>,
 }
 
 impl AuditSet {
@@ -45,15 +70,25 @@ impl AuditSet {
     /// The store location for a jurisdiction, if the policy has one.
     pub fn location(&self, policy: &Policy, j: Jurisdiction) -> Option<StoreLocation> {
         if let Some(s) = policy.file.audit.stores.get(&j) {
+            let key = match (&s.path, &s.postgres) {
+                (_, Some(url)) => StoreKey::Postgres {
+                    url: url.clone(),
+                    chain: s.chain.clone().unwrap_or_else(|| policy.file.gateway.id.clone()),
+                },
+                (Some(p), None) => StoreKey::Dir(self.resolve(p)),
+                (None, None) => return None,
+            };
             return Some(StoreLocation {
-                path: self.resolve(&s.path),
+                key,
                 region: s.region.as_ref().map(|r| r.to_string()),
+                replica: s.replica.as_ref().map(|r| self.resolve(&r.path)),
             });
         }
         let root = policy.file.audit.root.as_ref()?;
         Some(StoreLocation {
-            path: self.resolve(root).join(j.as_str()),
+            key: StoreKey::Dir(self.resolve(root).join(j.as_str())),
             region: None,
+            replica: None,
         })
     }
 
@@ -70,45 +105,88 @@ impl AuditSet {
             None => self.data_dir.join("audit"),
         };
         StoreLocation {
-            path: base.join(UNAUTHENTICATED_STORE),
+            key: StoreKey::Dir(base.join(UNAUTHENTICATED_STORE)),
             region: policy.file.gateway.region.as_ref().map(|r| r.to_string()),
+            replica: None,
         }
     }
 
-    /// Open (once) the store at a location.
-    pub fn store(&self, loc: &StoreLocation, batch_delay: Duration) -> Result<Arc<FileStore>, AuditError> {
+    /// The open store at a location; directory stores are opened on first use. PostgreSQL stores
+    /// are opened (asynchronously) by [`AuditSet::open_configured`].
+    pub fn store(
+        &self,
+        loc: &StoreLocation,
+        batch_delay: Duration,
+    ) -> Result<Arc<dyn AuditStore>, AuditError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = open.get(&loc.path) {
+        if let Some(s) = open.get(&loc.key) {
             return Ok(s.clone());
         }
-        let s = Arc::new(FileStore::open(
-            &loc.path,
-            StoreOptions {
-                batch_delay,
-                ..StoreOptions::default()
-            },
-        )?);
-        open.insert(loc.path.clone(), s.clone());
+        let StoreKey::Dir(path) = &loc.key else {
+            return Err(AuditError::InvalidInput {
+                what: "audit store",
+                why: "the PostgreSQL store is not connected",
+            });
+        };
+        let opts = StoreOptions {
+            batch_delay,
+            // Checkpoints also go to the DR copy, a place this gateway does not rewrite.
+            publish_to: loc.replica.iter().cloned().collect(),
+            ..StoreOptions::default()
+        };
+        let s: Arc<dyn AuditStore> = Arc::new(FileStore::open(path, opts)?);
+        open.insert(loc.key.clone(), s.clone());
         Ok(s)
     }
 
-    /// After an append failed: a store whose writer failed (disk full, I/O error) stays failed until
-    /// reopened, so forget it; the next request reopens it (recovering the chain head and cutting a
-    /// torn tail), and the gateway recovers once the disk does.
+    /// After an append failed: a directory store whose writer failed (disk full, I/O error) stays
+    /// failed until reopened, so forget it; the next request reopens it (recovering the chain head
+    /// and cutting a torn tail), and the gateway recovers once the disk does. PostgreSQL stores
+    /// reconnect by themselves.
     pub fn invalidate(&self, loc: &StoreLocation) {
+        if !matches!(loc.key, StoreKey::Dir(_)) {
+            return;
+        }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.get(&loc.path).is_some_and(|s| s.check_writable().is_err()) {
-            tracing::warn!(store = %loc.path.display(), "audit store failed; it will be reopened");
-            open.remove(&loc.path);
+        if open.get(&loc.key).is_some_and(|s| s.check_writable().is_err()) {
+            tracing::warn!(store = ?loc.key, "audit store failed; it will be reopened");
+            open.remove(&loc.key);
         }
     }
 
-    /// Open every explicitly configured store now (so a bad path fails at startup, not mid-request).
-    pub fn open_configured(&self, policy: &Policy) -> Result<(), AuditError> {
+    /// Open every explicitly configured store now (so a bad path or an unreachable database fails
+    /// at startup, not mid-request).
+    pub async fn open_configured(&self, policy: &Policy) -> Result<(), String> {
         let delay = batch_delay(policy);
         for j in policy.file.audit.stores.keys() {
-            if let Some(loc) = self.location(policy, *j) {
-                self.store(&loc, delay)?;
+            let Some(loc) = self.location(policy, *j) else {
+                continue;
+            };
+            match &loc.key {
+                StoreKey::Dir(_) => {
+                    self.store(&loc, delay)
+                        .map_err(|e| format!("audit store {j}: {e}"))?;
+                }
+                StoreKey::Postgres { url, chain } => {
+                    let already = self
+                        .open
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(&loc.key);
+                    if already {
+                        continue;
+                    }
+                    let parsed = parse_store_url(url).map_err(|e| format!("audit store {j}: {e}"))?;
+                    let mut opts = PgStoreOptions::from_url(&parsed, chain);
+                    opts.batch_delay = delay;
+                    let store = PgStore::open(opts)
+                        .await
+                        .map_err(|e| format!("audit store {j}: {e}"))?;
+                    self.open
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(loc.key.clone(), Arc::new(store));
+                }
             }
         }
         Ok(())
@@ -127,7 +205,7 @@ impl AuditSet {
                 .check_writable()
                 .map_err(|e| format!("audit store {j}: {e}"))?;
         }
-        let open: Vec<Arc<FileStore>> = self
+        let open: Vec<Arc<dyn AuditStore>> = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use cordon_audit::{AuditStore, CompletionRecord, Evidence, Latency, RECORD_VERSION, Record};
+use cordon_audit::{CompletionRecord, Evidence, Latency, RECORD_VERSION, Record};
 use cordon_policy::Candidate;
 use cordon_types::ReasonCode;
 use cordon_upstream::{ResponseBody, UpstreamError, UpstreamResponse};

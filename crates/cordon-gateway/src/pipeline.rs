@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
-use cordon_audit::{AuditStore, CallerRecord, DecisionRecord, Outcome, Payload, RECORD_VERSION, Record};
+use cordon_audit::{CallerRecord, DecisionRecord, Outcome, Payload, RECORD_VERSION, Record};
 use cordon_identity::{Caller, Identity, Residency};
 use cordon_policy::{Day, PayloadMode, Policy};
 use cordon_types::{Country, Jurisdiction, ReasonCode, Region, Tier};

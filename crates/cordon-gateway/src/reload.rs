@@ -12,14 +12,15 @@ use crate::runtime::{self, PolicySource};
 use crate::state::AppState;
 
 /// Try to reload now. Returns the new policy version, or why the old one stays.
-pub fn reload(state: &AppState, source: &PolicySource, overrides: &Overrides) -> Result<String, String> {
-    let result = runtime::load(source, &state.data_dir, overrides).and_then(|rt| {
-        state
-            .audit
-            .open_configured(&rt.policy)
-            .map_err(|e| format!("audit: {e}"))?;
-        Ok(rt)
-    });
+pub async fn reload(
+    state: &AppState,
+    source: &PolicySource,
+    overrides: &Overrides,
+) -> Result<String, String> {
+    let result = match runtime::load(source, &state.data_dir, overrides) {
+        Ok(rt) => state.audit.open_configured(&rt.policy).await.map(|()| rt),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(rt) => {
             let version = rt.policy.version.clone();
@@ -72,7 +73,7 @@ pub fn spawn_watchers(state: Arc<AppState>, source: PolicySource, overrides: Ove
             };
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading policy");
-                let _ = reload(&state, &source, &overrides);
+                let _ = reload(&state, &source, &overrides).await;
             }
         });
     }
@@ -86,7 +87,7 @@ pub fn spawn_watchers(state: Arc<AppState>, source: PolicySource, overrides: Ove
                 if now.is_some() && now != last {
                     last = now;
                     tracing::info!("policy file changed: reloading");
-                    let _ = reload(&state, &source, &overrides);
+                    let _ = reload(&state, &source, &overrides).await;
                 }
             }
         });

@@ -51,9 +51,7 @@ impl Server {
         let upstreams =
             Upstreams::new(&rt.policy.file.limits).map_err(|e| format!("upstream client: {e}"))?;
         let audit = AuditSet::new(&config.data_dir);
-        audit
-            .open_configured(&rt.policy)
-            .map_err(|e| format!("audit: {e}"))?;
+        audit.open_configured(&rt.policy).await?;
         for w in rt.policy.warnings.iter() {
             tracing::warn!("{w}");
         }

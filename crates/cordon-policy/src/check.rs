@@ -116,6 +116,18 @@ pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Di
             diags.push(Diagnostic::error(&at, format!("unknown jurisdiction '{j}'")));
             continue;
         }
+        if store.path.is_some() == store.postgres.is_some() {
+            diags.push(Diagnostic::error(
+                &at,
+                "give exactly one of path (a directory) and postgres (a URL)",
+            ));
+        }
+        if store.postgres.is_some() && store.replica.is_some() {
+            diags.push(Diagnostic::error(
+                &at,
+                "replica is for directory stores; replicate PostgreSQL with the database's own tools",
+            ));
+        }
         match &store.region {
             Some(r) => storage_check(world, file, *j, r, &at, "store", diags),
             None if !file.gateway.development => diags.push(Diagnostic::warning(

@@ -318,12 +318,22 @@ pub struct AuditSection {
     pub batch_delay_us: Option<u64>,
 }
 
+/// One jurisdiction's audit store: a directory (`path`) or a PostgreSQL database (`postgres`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSpec {
-    pub path: PathBuf,
+    /// A directory of segment files (relative paths are under the data dir).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `postgres://user@host:port/db?schema=...`: for several gateway replicas in one region, each
+    /// writing its own chain (`chain`, default the gateway id) without a global lock.
+    #[serde(default)]
+    pub postgres: Option<String>,
+    #[serde(default)]
+    pub chain: Option<String>,
     #[serde(default)]
     pub region: Option<Region>,
+    /// The disaster-recovery copy: receives every signed checkpoint (and shipped segments).
     #[serde(default)]
     pub replica: Option<ReplicaSpec>,
 }

@@ -1,21 +1,46 @@
-//! `cordon audit verify` and `cordon audit show`.
+//! `cordon audit verify | show | prove | shred`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use cordon_audit::{Record, read_records, verify_store};
-use cordon_gateway::audit_set::{AuditSet, UNAUTHENTICATED_STORE};
+use cordon_audit::{Record, VerifyOptions, read_records, verify_store_with};
+use cordon_gateway::audit_set::{AuditSet, StoreKey, UNAUTHENTICATED_STORE};
 use cordon_policy::Policy;
 
 use crate::DataDir;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Verify every audit store of the policy: framing, checksums, the hash chain, and that every
-    /// decision sits in its subject's jurisdiction's store. Exit 1 on any failure.
-    Verify(Where),
+    /// Verify every audit store of the policy: framing, checksums, the hash chain, the Merkle tree
+    /// against every signed checkpoint (local and published to the DR replica), and that every
+    /// decision sits in its subject's jurisdiction's store. Exit 1 on any failure, naming where.
+    Verify {
+        #[command(flatten)]
+        at: Where,
+        /// Verify only this store: a directory or a `postgres://…?schema=…` URL.
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Prove a record's inclusion under the newest signed checkpoint, or the consistency of two
+    /// checkpoints; prints a JSON bundle that verifies offline with the store's public key.
+    Prove {
+        #[command(flatten)]
+        at: Where,
+        /// Jurisdiction (e.g. EU), or `_unauthenticated`.
+        #[arg(long)]
+        jurisdiction: String,
+        /// The record index to prove ...
+        #[arg(long, conflicts_with_all = ["decision_id", "consistency"])]
+        index: Option<u64>,
+        /// ... or the decision id (the `x-cordon-decision-id` of a request) ...
+        #[arg(long, conflicts_with = "consistency")]
+        decision_id: Option<String>,
+        /// ... or two checkpoint sizes OLD NEW.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        consistency: Option<Vec<u64>>,
+    },
     /// Print the records of one jurisdiction's store: a table for people, or JSON lines.
     Show {
         #[command(flatten)]
@@ -52,7 +77,20 @@ pub struct Where {
 
 pub fn run(c: Command) -> Result<ExitCode> {
     match c {
-        Command::Verify(w) => verify(&w),
+        Command::Verify { at, store } => verify(&at, store.as_deref()),
+        Command::Prove {
+            at,
+            jurisdiction,
+            index,
+            decision_id,
+            consistency,
+        } => prove(
+            &at,
+            &jurisdiction,
+            index,
+            decision_id.as_deref(),
+            consistency.as_deref(),
+        ),
         Command::Show {
             at,
             jurisdiction,
@@ -66,14 +104,32 @@ pub fn run(c: Command) -> Result<ExitCode> {
     }
 }
 
-/// Every store of the policy: `(label, path, expected jurisdiction)`. Stores under an audit root
-/// are found by listing it.
-fn stores(policy: &Policy, data_dir: &std::path::Path) -> Vec<(String, PathBuf, Option<String>)> {
+/// One store to verify.
+struct StoreRef {
+    label: String,
+    key: StoreKey,
+    /// The jurisdiction every decision in it must belong to (`None`: unauthenticated records).
+    expect: Option<String>,
+    /// Places holding published checkpoints (the DR replica).
+    external: Vec<PathBuf>,
+}
+
+/// Every store of the policy. Stores under an audit root are found by listing it.
+fn stores(policy: &Policy, data_dir: &std::path::Path) -> Vec<StoreRef> {
     let set = AuditSet::new(data_dir);
-    let mut out: BTreeMap<PathBuf, (String, Option<String>)> = BTreeMap::new();
+    let mut out: BTreeMap<String, StoreRef> = BTreeMap::new();
     for j in policy.file.audit.stores.keys() {
         if let Some(loc) = set.location(policy, *j) {
-            out.insert(loc.path, (j.to_string(), Some(j.to_string())));
+            let external = loc.replica.iter().cloned().collect();
+            out.insert(
+                j.to_string(),
+                StoreRef {
+                    label: j.to_string(),
+                    key: loc.key,
+                    expect: Some(j.to_string()),
+                    external,
+                },
+            );
         }
     }
     if let Some(root) = &policy.file.audit.root {
@@ -85,65 +141,112 @@ fn stores(policy: &Policy, data_dir: &std::path::Path) -> Vec<(String, PathBuf, 
         if let Ok(entries) = std::fs::read_dir(&root) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if !e.path().is_dir() {
+                if !e.path().is_dir() || out.contains_key(&name) {
                     continue;
                 }
                 let expect = (name != UNAUTHENTICATED_STORE).then(|| name.clone());
-                out.entry(e.path()).or_insert((name, expect));
+                out.insert(
+                    name.clone(),
+                    StoreRef {
+                        label: name,
+                        key: StoreKey::Dir(e.path()),
+                        expect,
+                        external: Vec::new(),
+                    },
+                );
             }
         }
     }
-    let unauth = set.unauthenticated_location(policy).path;
-    if unauth.exists() {
-        out.entry(unauth)
-            .or_insert((UNAUTHENTICATED_STORE.to_string(), None));
+    let unauth = set.unauthenticated_location(policy);
+    if let StoreKey::Dir(p) = &unauth.key
+        && p.exists()
+        && !out.values().any(|s| s.key == unauth.key)
+    {
+        out.insert(
+            UNAUTHENTICATED_STORE.to_string(),
+            StoreRef {
+                label: UNAUTHENTICATED_STORE.into(),
+                key: unauth.key.clone(),
+                expect: None,
+                external: Vec::new(),
+            },
+        );
     }
-    out.into_iter().map(|(p, (l, e))| (l, p, e)).collect()
+    out.into_values().collect()
 }
 
-fn verify(w: &Where) -> Result<ExitCode> {
+fn find_dir(w: &Where, jurisdiction: &str) -> Result<PathBuf> {
     let policy = crate::policy_cmd::load(w.config.as_deref())?;
-    let stores = stores(&policy, &w.data.data_dir);
-    if stores.is_empty() {
+    match stores(&policy, &w.data.data_dir)
+        .into_iter()
+        .find(|s| s.label == jurisdiction)
+    {
+        Some(StoreRef {
+            key: StoreKey::Dir(p),
+            ..
+        }) => Ok(p),
+        Some(_) => bail!("the store for '{jurisdiction}' is not a directory store"),
+        None => bail!("no audit store for '{jurisdiction}' under this policy and data dir"),
+    }
+}
+
+/// A progress line on stderr for long verifications (only when stderr is a terminal).
+fn progress(label: &str) -> impl Fn(u64, u64) + '_ {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    move |done: u64, total: u64| {
+        if tty && total > 0 {
+            let pct = done.saturating_mul(100) / total;
+            eprint!("\r{label}: {pct:>3}% of {} MiB", total >> 20);
+            if done >= total {
+                eprint!("\r\x1b[K");
+            }
+        }
+    }
+}
+
+fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
+    let policy = crate::policy_cmd::load(w.config.as_deref())?;
+    let mut list = stores(&policy, &w.data.data_dir);
+    if let Some(only) = only {
+        let key = if only.starts_with("postgres://") || only.starts_with("postgresql://") {
+            StoreKey::Postgres {
+                url: only.to_string(),
+                chain: String::new(),
+            }
+        } else {
+            StoreKey::Dir(PathBuf::from(only))
+        };
+        let known = list.iter().position(|s| s.key == key);
+        list = match known {
+            Some(i) => vec![list.swap_remove(i)],
+            None => vec![StoreRef {
+                label: only.to_string(),
+                key,
+                expect: None,
+                external: Vec::new(),
+            }],
+        };
+        if let Some(s) = list.first_mut()
+            && only.contains("://")
+        {
+            s.label = "postgres".into();
+        }
+    }
+    if list.is_empty() {
         println!("no audit stores found under {}", w.data.data_dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = 0;
-    for (label, path, expect) in &stores {
-        if !path.exists() {
-            println!("{label:<18} {:<50} (not created yet)", path.display());
-            continue;
-        }
-        match verify_store(path) {
-            Ok(report) => {
-                // Condition 2: every decision in this store belongs to this store's jurisdiction.
-                let misplaced = read_records(path)?
-                    .iter()
-                    .filter(|(_, r)| match r {
-                        Record::Decision(d) => d.data_subject_jurisdiction != *expect,
-                        Record::Completion(_) => false,
-                    })
-                    .count();
-                if misplaced > 0 {
-                    failed += 1;
-                    println!(
-                        "{label:<18} {:<50} FAIL: {misplaced} decision(s) of another jurisdiction",
-                        path.display()
-                    );
-                } else {
-                    println!(
-                        "{label:<18} {:<50} ok: {} records ({} decisions, {} completions), head {}",
-                        path.display(),
-                        report.records,
-                        report.decisions,
-                        report.completions,
-                        &report.head_hash[..16.min(report.head_hash.len())]
-                    );
-                }
-            }
-            Err(e) => {
+    for s in &list {
+        let outcome = match &s.key {
+            StoreKey::Dir(path) => verify_dir(s, path, only.is_none()),
+            StoreKey::Postgres { url, .. } => verify_pg(url),
+        };
+        match outcome {
+            Ok(line) => println!("{:<18} {line}", s.label),
+            Err(line) => {
                 failed += 1;
-                println!("{label:<18} {:<50} FAIL: {e}", path.display());
+                println!("{:<18} FAIL: {line}", s.label);
             }
         }
     }
@@ -151,18 +254,105 @@ fn verify(w: &Where) -> Result<ExitCode> {
         println!("{failed} store(s) failed verification");
         return Ok(ExitCode::from(1));
     }
-    println!("all {} store(s) verified", stores.len());
+    println!("all {} store(s) verified", list.len());
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(w: &Where, jurisdiction: &str, json: bool) -> Result<ExitCode> {
-    let policy = crate::policy_cmd::load(w.config.as_deref())?;
-    let Some((_, path, _)) = stores(&policy, &w.data.data_dir)
-        .into_iter()
-        .find(|(l, _, _)| l == jurisdiction)
-    else {
-        bail!("no audit store for '{jurisdiction}' under this policy and data dir");
+fn verify_dir(s: &StoreRef, path: &std::path::Path, check_placement: bool) -> Result<String, String> {
+    if !path.exists() {
+        return Ok(format!("{} (not created yet)", path.display()));
+    }
+    let show = progress(&s.label);
+    let opts = VerifyOptions {
+        external: s.external.clone(),
+        progress: Some(&show),
     };
+    let report = verify_store_with(path, &opts).map_err(|e| e.to_string())?;
+    if check_placement {
+        // Condition 2: every decision in this store belongs to this store's jurisdiction.
+        let misplaced = read_records(path)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|(_, r)| match r {
+                Record::Decision(d) => d.data_subject_jurisdiction != s.expect,
+                Record::Completion(_) => false,
+            })
+            .count();
+        if misplaced > 0 {
+            return Err(format!(
+                "{}: {misplaced} decision(s) of another jurisdiction",
+                path.display()
+            ));
+        }
+    }
+    Ok(format!(
+        "{} ok: {} records ({} decisions, {} completions), {} checkpoints{}, {} unattested, root {}",
+        path.display(),
+        report.records,
+        report.decisions,
+        report.completions,
+        report.checkpoints,
+        if s.external.is_empty() {
+            String::new()
+        } else {
+            format!(" (published copies checked in {})", s.external.len())
+        },
+        report.unattested,
+        &report.tree_root[..16.min(report.tree_root.len())]
+    ))
+}
+
+fn verify_pg(url: &str) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(cordon_audit_pg::verify_url(url))
+        .map(|r| r.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn prove(
+    w: &Where,
+    jurisdiction: &str,
+    index: Option<u64>,
+    decision_id: Option<&str>,
+    consistency: Option<&[u64]>,
+) -> Result<ExitCode> {
+    let dir = find_dir(w, jurisdiction)?;
+    let json = match (index, decision_id, consistency) {
+        (_, _, Some([old, new])) => {
+            let b = cordon_audit::prove_consistency(&dir, *old, *new)?;
+            cordon_audit::verify_consistency_bundle(&b, &cordon_audit::read_verifier_key(&dir)?)?;
+            serde_json::to_string_pretty(&b)?
+        }
+        (Some(i), _, _) => inclusion(&dir, i)?,
+        (None, Some(id), _) => {
+            let found = read_records(&dir)?.into_iter().find_map(|(i, r)| match r {
+                Record::Decision(d) if d.decision_id.to_string() == id => Some(i),
+                _ => None,
+            });
+            let Some(i) = found else {
+                bail!("decision {id} is not in the {jurisdiction} store")
+            };
+            inclusion(&dir, i)?
+        }
+        _ => bail!("give --index, --decision-id or --consistency OLD NEW"),
+    };
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inclusion(dir: &std::path::Path, index: u64) -> Result<String> {
+    let b = cordon_audit::prove_inclusion(dir, index)?;
+    let vkey = cordon_audit::read_verifier_key(dir)?;
+    cordon_audit::verify_inclusion_bundle(&b, &vkey)?;
+    let out = serde_json::json!({ "verifier_key": vkey, "inclusion": b });
+    Ok(serde_json::to_string_pretty(&out)?)
+}
+
+fn show(w: &Where, jurisdiction: &str, json: bool) -> Result<ExitCode> {
+    let path = find_dir(w, jurisdiction)?;
     let records = read_records(&path)?;
     if json {
         for (_, rec) in records {

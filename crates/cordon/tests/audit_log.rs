@@ -1,0 +1,193 @@
+//! The verifiable audit log through the real binary: signed checkpoints and inclusion proofs for
+//! served decisions, checkpoints published to the DR replica, and a PostgreSQL-backed store.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn checkpoints(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("checkpoints"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_decisions_are_provable_and_checkpoints_reach_the_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    token(&data, "warmup", "DE");
+    let replica = tmp.path().join("dr-eu");
+    let cfg = tmp.path().join("cordon.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+gateway: {{ id: gw-fra-1, region: aws:eu-central-1 }}
+identity:
+  issuers:
+    - {{ issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }}
+models:
+  chat:
+    endpoints:
+      - {{ id: eu, provider: echo, regions: [aws:eu-central-1] }}
+audit:
+  stores:
+    EU: {{ path: audit/eu, region: aws:eu-central-1, replica: {{ path: "{}", region: aws:eu-west-1 }} }}
+"#,
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, h, _) = post(
+            &gw.url,
+            "/v1/chat/completions",
+            Some(&de),
+            chat("chat", &format!("m{i}")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        ids.push(header(&h, "x-cordon-decision-id"));
+    }
+    let store = data.join("audit/eu");
+    // Checkpoints are cut within a second of unattested records and published to the replica.
+    wait_for("a local checkpoint", || checkpoints(&store) > 0);
+    wait_for("a published checkpoint", || replica.join("latest.ckpt").exists());
+
+    let (cfg_s, dir) = (cfg.to_str().unwrap(), data.to_str().unwrap());
+    let (code, out) = cli(&["audit", "verify", "--config", cfg_s, "--data-dir", dir]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("published copies checked"), "{out}");
+
+    // An inclusion proof for a served decision, verifiable offline with the store's key.
+    let (code, out) = cli(&[
+        "audit",
+        "prove",
+        "--config",
+        cfg_s,
+        "--data-dir",
+        dir,
+        "--jurisdiction",
+        "EU",
+        "--decision-id",
+        &ids[2],
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let vkey = proof["verifier_key"].as_str().unwrap();
+    let bundle: cordon_audit::InclusionBundle = serde_json::from_value(proof["inclusion"].clone()).unwrap();
+    cordon_audit::verify_inclusion_bundle(&bundle, vkey).unwrap();
+    let mut forged = bundle.clone();
+    forged.index += 1;
+    assert!(
+        cordon_audit::verify_inclusion_bundle(&forged, vkey).is_err(),
+        "a moved leaf must not verify"
+    );
+
+    // Dropping the newest records is caught against the checkpoint published to the replica.
+    drop(gw);
+    let segment = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let records = cordon_audit::read_records(&store).unwrap();
+    assert!(records.len() >= 10);
+    // Cut the file back to the first record's frame: a "clean" truncation the chain alone can't see.
+    let bytes = std::fs::read(&segment).unwrap();
+    let first_len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize + 8;
+    std::fs::write(&segment, &bytes[..first_len]).unwrap();
+    for e in std::fs::read_dir(store.join("checkpoints")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let (code, out) = cli(&["audit", "verify", "--config", cfg_s, "--data-dir", dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_audit_store_serves_the_gateway_and_verifies() {
+    let conn = std::env::var("CORDON_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("cordon_gw_{}_{nanos}", std::process::id());
+    let (admin, connection) = conn
+        .parse::<cordon_audit_pg::tokio_postgres::Config>()
+        .unwrap()
+        .connect(cordon_audit_pg::tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it)");
+    tokio::spawn(connection);
+    cordon_audit_pg::migrate(&admin, &schema).await.unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    token(&data, "warmup", "DE");
+    let url = format!("postgres://postgres@127.0.0.1:5432/test?schema={schema}");
+    let cfg = tmp.path().join("cordon.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+gateway: {{ id: gw-fra-1, region: aws:eu-central-1 }}
+identity:
+  issuers:
+    - {{ issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }}
+models:
+  chat:
+    endpoints:
+      - {{ id: eu, provider: echo, regions: [aws:eu-central-1] }}
+audit:
+  stores:
+    EU: {{ postgres: "{url}", region: aws:eu-central-1 }}
+"#
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    for i in 0..20 {
+        let (status, _, body) = post(
+            &gw.url,
+            "/v1/chat/completions",
+            Some(&de),
+            chat("chat", &format!("m{i}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let rows: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {schema}.records WHERE chain_id = 'gw-fra-1'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(rows >= 20, "decision records in PostgreSQL: {rows}");
+    let (code, out) = cli(&["audit", "verify", "--store", &url]);
+    assert_eq!(code, 0, "{out}");
+    drop(gw);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
