@@ -50,6 +50,7 @@ pub mod note;
 mod proofs;
 mod pseudonym;
 mod record;
+pub mod replica;
 mod segment;
 mod store;
 mod tlog;
@@ -68,6 +69,7 @@ pub use record::{
     CallerRecord, CompletionRecord, DecisionRecord, Evidence, Latency, Outcome, Payload, RECORD_VERSION,
     Record, digest, new_decision_id, now_rfc3339_micros,
 };
+pub use replica::{ReplicaError, ReplicaReport, ReplicaStatus, Replicator, verify_replica};
 pub use segment::MAX_BODY;
 pub use store::{Ack, AckSource, AuditStore};
 pub use verify::{VerifyOptions, VerifyReport, read_records, verify_store, verify_store_with};
