@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cordon_audit::{AuditError, AuditStore, FileStore, StoreOptions};
+use cordon_audit::{AuditError, AuditStore, FileStore, Replicator, StoreOptions};
 use cordon_audit_pg::{PgStore, PgStoreOptions, parse_store_url};
 use cordon_policy::Policy;
 use cordon_types::Jurisdiction;
@@ -49,13 +49,18 @@ impl StoreLocation {
 pub struct AuditSet {
     data_dir: PathBuf,
     open: Mutex<HashMap<StoreKey, Arc<dyn AuditStore>>>,
+    replicators: Mutex<Vec<Replicator>>,
 }
+
+/// How often new segment bytes and checkpoints are shipped to a DR replica.
+const REPLICATION_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AuditSet {
     pub fn new(data_dir: &Path) -> AuditSet {
         AuditSet {
             data_dir: data_dir.to_path_buf(),
             open: Mutex::new(HashMap::new()),
+            replicators: Mutex::new(Vec::new()),
         }
     }
 
@@ -136,7 +141,33 @@ impl AuditSet {
         };
         let s: Arc<dyn AuditStore> = Arc::new(FileStore::open(path, opts)?);
         open.insert(loc.key.clone(), s.clone());
+        if let Some(replica) = &loc.replica {
+            self.start_replication(path, replica);
+        }
         Ok(s)
+    }
+
+    /// Ship a store's segments and checkpoints to its DR replica in the background (once per
+    /// replica). A replica that diverges halts shipping and is reported; appends never wait on it.
+    fn start_replication(&self, store: &Path, replica: &Path) {
+        let mut reps = self.replicators.lock().unwrap_or_else(|p| p.into_inner());
+        if reps.iter().any(|r| r.replica_dir() == replica) {
+            return;
+        }
+        match Replicator::start(store, replica, REPLICATION_INTERVAL) {
+            Ok(r) => reps.push(r),
+            Err(e) => {
+                tracing::error!(replica = %replica.display(), error = %e, "cannot start DR replication")
+            }
+        }
+    }
+
+    /// Replication status per replica directory (for readiness and operators).
+    pub fn replication(&self) -> Vec<(PathBuf, cordon_audit::ReplicaStatus)> {
+        let reps = self.replicators.lock().unwrap_or_else(|p| p.into_inner());
+        reps.iter()
+            .map(|r| (r.replica_dir().to_path_buf(), r.status()))
+            .collect()
     }
 
     /// After an append failed: a directory store whose writer failed (disk full, I/O error) stays

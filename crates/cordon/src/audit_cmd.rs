@@ -285,8 +285,24 @@ fn verify_dir(s: &StoreRef, path: &std::path::Path, check_placement: bool) -> Re
             ));
         }
     }
+    // The DR replica must be a prefix of this store (same key, same leaves, consistent checkpoints).
+    let mut replica_note = String::new();
+    for r in &s.external {
+        if !r.exists() {
+            continue;
+        }
+        let rep =
+            cordon_audit::verify_replica(path, r).map_err(|e| format!("replica {}: {e}", r.display()))?;
+        replica_note.push_str(&format!(
+            "; replica {} is a verified prefix ({} of {} records, lag {})",
+            r.display(),
+            rep.replica_records,
+            rep.primary_records,
+            rep.lag_records
+        ));
+    }
     Ok(format!(
-        "{} ok: {} records ({} decisions, {} completions), {} checkpoints{}, {} unattested, root {}",
+        "{} ok: {} records ({} decisions, {} completions), {} checkpoints{}, {} unattested, root {}{replica_note}",
         path.display(),
         report.records,
         report.decisions,

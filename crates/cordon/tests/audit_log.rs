@@ -67,11 +67,18 @@ audit:
     // Checkpoints are cut within a second of unattested records and published to the replica.
     wait_for("a local checkpoint", || checkpoints(&store) > 0);
     wait_for("a published checkpoint", || replica.join("latest.ckpt").exists());
+    // Segments are shipped to the replica in the background.
+    wait_for("shipped segments", || {
+        cordon_audit::read_records(&replica)
+            .map(|r| r.len() >= 10)
+            .unwrap_or(false)
+    });
 
     let (cfg_s, dir) = (cfg.to_str().unwrap(), data.to_str().unwrap());
     let (code, out) = cli(&["audit", "verify", "--config", cfg_s, "--data-dir", dir]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("published copies checked"), "{out}");
+    assert!(out.contains("is a verified prefix"), "{out}");
 
     // An inclusion proof for a served decision, verifiable offline with the store's key.
     let (code, out) = cli(&[
