@@ -40,6 +40,7 @@
 //! ciphertext under a per-subject key that can be shredded ([`Keystore`]) while the chain and the
 //! tree, which hash the ciphertext, still verify.
 
+pub mod bundle;
 pub mod checkpoint;
 mod error;
 mod file_store;
@@ -57,6 +58,9 @@ mod tlog;
 mod verify;
 mod writer;
 
+pub use bundle::{
+    Bundle, BundleError, BundleSummary, ExportFilter, export, read_bundle, verify_bundle, write_bundle,
+};
 pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
