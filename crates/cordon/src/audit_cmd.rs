@@ -52,6 +52,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a bundle for a regulator: the selected records with inclusion proofs, the signed
+    /// checkpoint and the store's public key. `verify-bundle` checks it offline.
+    Export {
+        #[command(flatten)]
+        at: Where,
+        /// Jurisdiction (e.g. EU).
+        #[arg(long)]
+        jurisdiction: String,
+        /// Only this subject (the raw id; it is pseudonymized here, as in the records).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Period start, RFC 3339 (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Period end, RFC 3339 (inclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// Include decrypted payloads where the subject's key still exists.
+        #[arg(long)]
+        decrypt: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an exported bundle offline and print a readable summary. Exit 1 if it fails.
+    VerifyBundle {
+        file: PathBuf,
+        /// The store's verifier key obtained separately (else the key inside the bundle is used).
+        #[arg(long)]
+        vkey: Option<String>,
+    },
     /// Erase a subject's audit payloads by destroying their data key. Records and proofs stay
     /// verifiable; the encrypted payloads become unreadable.
     Shred {
@@ -78,6 +108,16 @@ pub struct Where {
 pub fn run(c: Command) -> Result<ExitCode> {
     match c {
         Command::Verify { at, store } => verify(&at, store.as_deref()),
+        Command::Export {
+            at,
+            jurisdiction,
+            subject,
+            from,
+            to,
+            decrypt,
+            out,
+        } => export(&at, &jurisdiction, subject.as_deref(), from, to, decrypt, &out),
+        Command::VerifyBundle { file, vkey } => verify_bundle(&file, vkey.as_deref()),
         Command::Prove {
             at,
             jurisdiction,
@@ -415,15 +455,75 @@ fn show(w: &Where, jurisdiction: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn shred(w: &Where, subject: &str, jurisdiction: &str) -> Result<ExitCode> {
+fn keystore(w: &Where) -> Result<cordon_audit::Keystore> {
     let keys = w.data.data_dir.join("keys");
-    let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
-    let pseudonym = pseudonyms.subject(jurisdiction, subject)?;
     let master = match crate::serve::master_key()? {
         Some(k) => k,
         None => cordon_audit::load_or_create_master_key(&keys.join("master.key"))?,
     };
-    let keystore = cordon_audit::Keystore::open(&keys, master)?;
+    Ok(cordon_audit::Keystore::open(&keys, master)?)
+}
+
+fn export(
+    w: &Where,
+    jurisdiction: &str,
+    subject: Option<&str>,
+    from: Option<String>,
+    to: Option<String>,
+    decrypt: bool,
+    out: &std::path::Path,
+) -> Result<ExitCode> {
+    let dir = find_dir(w, jurisdiction)?;
+    let subject = match subject {
+        Some(raw) => {
+            let p = cordon_audit::Pseudonymizer::open(&w.data.data_dir.join("keys"))?;
+            Some(p.subject(jurisdiction, raw)?)
+        }
+        None => None,
+    };
+    let filter = cordon_audit::bundle::ExportFilter {
+        subject,
+        from,
+        to,
+        decrypt,
+    };
+    let ks = if decrypt { Some(keystore(w)?) } else { None };
+    let bundle = cordon_audit::bundle::export(&dir, jurisdiction, &filter, ks.as_ref())?;
+    cordon_audit::bundle::write_bundle(&bundle, out)?;
+    let summary = cordon_audit::bundle::verify_bundle(&bundle)?;
+    println!("wrote {}\n{summary}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_bundle(file: &std::path::Path, vkey: Option<&str>) -> Result<ExitCode> {
+    let bundle = match cordon_audit::bundle::read_bundle(file) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("FAIL: {}: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let result = match vkey {
+        Some(k) => cordon_audit::bundle::verify_bundle_with_key(&bundle, k),
+        None => cordon_audit::bundle::verify_bundle(&bundle),
+    };
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("FAIL: {}: {e}", file.display());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn shred(w: &Where, subject: &str, jurisdiction: &str) -> Result<ExitCode> {
+    let keys = w.data.data_dir.join("keys");
+    let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
+    let pseudonym = pseudonyms.subject(jurisdiction, subject)?;
+    let keystore = keystore(w)?;
     if keystore.shred(jurisdiction, &pseudonym)? {
         println!(
             "shredded the data key of {pseudonym} in {jurisdiction}: their audit payloads are now unreadable"

@@ -198,3 +198,95 @@ audit:
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_bundle_verifies_offline_and_tampering_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let gw = Gateway::start(&data, &[], &[]);
+    let alice = token(&data, "alice", "DE");
+    let bob = token(&data, "bob", "FR");
+    for (t, text) in [(&alice, "alice one"), (&bob, "bob one"), (&alice, "alice two")] {
+        let (status, _, _) = post(&gw.url, "/v1/chat/completions", Some(t), chat("chat-small", text)).await;
+        assert_eq!(status, 200);
+    }
+    // Wait until a signed checkpoint covers every record (checkpoints are cut within a second).
+    let store = data.join("audit/EU");
+    wait_for("a checkpoint over every record", || {
+        let newest = std::fs::read_dir(store.join("checkpoints"))
+            .map(|d| {
+                d.filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_str()?
+                        .strip_suffix(".ckpt")?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        newest > 0
+            && newest
+                >= cordon_audit::read_records(&store)
+                    .map(|r| r.len())
+                    .unwrap_or(usize::MAX)
+    });
+    drop(gw);
+
+    let out = tmp.path().join("alice.bundle.json");
+    let dir = data.to_str().unwrap();
+    let (code, text) = cli(&[
+        "audit",
+        "export",
+        "--data-dir",
+        dir,
+        "--jurisdiction",
+        "EU",
+        "--subject",
+        "alice",
+        "--decrypt",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+
+    // Offline, somewhere else: only the bundle.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("bundle.json");
+    std::fs::copy(&out, &copy).unwrap();
+    let (code, summary) = cli(&["audit", "verify-bundle", copy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{summary}");
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
+    let records = bundle["records"].as_array().unwrap();
+    let decisions = records
+        .iter()
+        .filter(|r| r["record"]["kind"] == "decision")
+        .count();
+    assert!(decisions >= 1, "alice's decisions are in the bundle");
+    let texts = serde_json::to_string(&bundle).unwrap();
+    assert!(
+        texts.contains("alice one") || texts.contains("alice two"),
+        "decrypted payloads included"
+    );
+    assert!(
+        !texts.contains("bob one"),
+        "another subject's payload leaked into the bundle"
+    );
+
+    // Tamper with one leaf: verification fails and names the record.
+    let mut tampered = bundle.clone();
+    let leaf = tampered["records"][0]["leaf"].as_str().unwrap().to_string();
+    let flipped = if leaf.starts_with('e') {
+        format!("f{}", &leaf[1..])
+    } else {
+        format!("e{}", &leaf[1..])
+    };
+    tampered["records"][0]["leaf"] = serde_json::Value::String(flipped);
+    std::fs::write(&copy, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let (code, text) = cli(&["audit", "verify-bundle", copy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FAIL") && text.contains("record"), "{text}");
+}
