@@ -279,11 +279,9 @@ async fn export_bundle_verifies_offline_and_tampering_is_named() {
     // Tamper with one leaf: verification fails and names the record.
     let mut tampered = bundle.clone();
     let leaf = tampered["records"][0]["leaf"].as_str().unwrap().to_string();
-    let flipped = if leaf.starts_with('e') {
-        format!("f{}", &leaf[1..])
-    } else {
-        format!("e{}", &leaf[1..])
-    };
+    // Replace the first base64 character with a different one.
+    let first = if leaf.starts_with('e') { "f" } else { "e" };
+    let flipped = format!("{first}{}", leaf.get(1..).unwrap());
     tampered["records"][0]["leaf"] = serde_json::Value::String(flipped);
     std::fs::write(&copy, serde_json::to_vec(&tampered).unwrap()).unwrap();
     let (code, text) = cli(&["audit", "verify-bundle", copy.to_str().unwrap()]);
