@@ -21,6 +21,11 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurabilityLabels {
+    pub durability: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -32,6 +37,9 @@ pub struct Metrics {
     pub upstream_duration: Family<OperationLabels, Histogram>,
     /// Total minus time waiting on the upstream: what the gateway itself adds.
     pub overhead: Family<OperationLabels, Histogram>,
+    /// What waiting for the decision record's durability added to a request, by durability mode
+    /// (strict: the whole wait before forwarding; overlapped: the wait left after the upstream answered).
+    pub audit_wait: Family<DurabilityLabels, Histogram>,
     pub failovers: Counter,
     pub evidence_mismatch: Counter,
     pub audit_failures: Counter,
@@ -61,6 +69,14 @@ impl Metrics {
         );
         let overhead = Family::<OperationLabels, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
+        );
+        let audit_wait = Family::<DurabilityLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "audit_wait_seconds",
+            "Latency the decision record's durability added to a request, by durability mode",
+            audit_wait.clone(),
         );
         let failovers = Counter::default();
         let evidence_mismatch = Counter::default();
@@ -112,6 +128,7 @@ impl Metrics {
             duration,
             upstream_duration,
             overhead,
+            audit_wait,
             failovers,
             evidence_mismatch,
             audit_failures,
@@ -135,6 +152,12 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    pub fn observe_audit_wait(&self, durability: &'static str, seconds: f64) {
+        self.audit_wait
+            .get_or_create(&DurabilityLabels { durability })
+            .observe(seconds);
     }
 
     pub fn observe(&self, operation: &str, total: f64, upstream: f64) {

@@ -207,15 +207,32 @@ async fn serve(
     // works, and the response is released only once the record is durable.
     let forwarded = match policy.tier_spec(subject.tier).durability {
         cordon_policy::Durability::Strict => {
+            let t = Instant::now();
             ctx.durable(&loc, ack).await?;
+            state
+                .metrics
+                .observe_audit_wait("strict", t.elapsed().as_secs_f64());
             forward(ctx, &allow.candidates, &json, stream).await
         }
         cordon_policy::Durability::Overlapped => {
+            // What the append adds here is how long the record stays un-durable after the
+            // upstream has answered.
             let (acked, forwarded) = tokio::join!(
-                ctx.durable(&loc, ack),
-                forward(ctx, &allow.candidates, &json, stream)
+                async {
+                    let r = ctx.durable(&loc, ack).await;
+                    (r, Instant::now())
+                },
+                async {
+                    let f = forward(ctx, &allow.candidates, &json, stream).await;
+                    (f, Instant::now())
+                }
             );
+            let ((acked, acked_at), (forwarded, forwarded_at)) = (acked, forwarded);
             acked?;
+            let added = acked_at.saturating_duration_since(forwarded_at);
+            state
+                .metrics
+                .observe_audit_wait("overlapped", added.as_secs_f64());
             forwarded
         }
     };

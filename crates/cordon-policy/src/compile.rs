@@ -169,6 +169,9 @@ impl Policy {
                         "needs a url (only the echo provider has none)",
                     ));
                 }
+                if ep.provider != ProviderKind::Echo && ep.delay_ms.is_some() {
+                    diags.push(Diagnostic::error(&at, "delay_ms is for the echo provider only"));
+                }
                 if ep.provider == ProviderKind::AzureOpenai && ep.deployment.is_none() {
                     diags.push(Diagnostic::error(&at, "azure_openai needs a deployment"));
                 }

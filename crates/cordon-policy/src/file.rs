@@ -278,6 +278,10 @@ pub struct EndpointSpec {
     /// Azure OpenAI `api-version`.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// `echo` only: answer after this many milliseconds (a stand-in for a model's latency in tests
+    /// and benchmarks).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
 }
 
 fn default_priority() -> u32 {

@@ -127,6 +127,9 @@ impl Upstreams {
         stream: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
         if endpoint.spec.provider == ProviderKind::Echo {
+            if let Some(ms) = endpoint.spec.delay_ms {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             return echo::respond(endpoint, op, body, stream);
         }
         let prepared = dialect::prepare(endpoint, op, body, stream, &*self.secrets)?;

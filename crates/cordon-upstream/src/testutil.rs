@@ -24,6 +24,7 @@ pub fn endpoint(provider: ProviderKind, url: Option<&str>) -> Endpoint {
             upstream_model: None,
             deployment: None,
             api_version: None,
+            delay_ms: None,
         },
         location: ProcessingLocation {
             regions: vec!["aws:eu-central-1".parse().unwrap()],

@@ -230,3 +230,34 @@ async fn unwritable_audit_store_fails_closed_with_503() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_modes_are_measured_and_the_echo_delay_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = "  slow:\n    endpoints:\n      - { id: eu, provider: echo, regions: [aws:eu-central-1], delay_ms: 50 }\n";
+    let yaml = policy(models).replace(
+        "audit: { root: audit }",
+        "audit: { root: audit }\ntiers:\n  1: { audit_payload: digest, durability: overlapped }",
+    );
+    let (data, cfg) = setup(tmp.path(), &yaml);
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    let started = Instant::now();
+    assert_eq!(status_for(&gw.url, &de, "slow").await, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(50),
+        "the echo delay holds"
+    );
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cordon_audit_wait_seconds_count{durability=\"overlapped\"} 1"),
+        "{metrics}"
+    );
+}

@@ -169,6 +169,10 @@ async fn quickstart_routes_refuses_and_audits_by_jurisdiction() {
         .unwrap();
     assert!(metrics.contains("cordon_requests_total{"), "{metrics}");
     assert!(metrics.contains("cordon_gateway_overhead_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("cordon_audit_wait_seconds_count{durability=\"strict\"}"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("alice"), "no subject ids in metrics");
 
     // The audit: verify passes, and each decision sits in its jurisdiction's store.
