@@ -41,6 +41,10 @@ pub struct StoreOptions {
     /// How long the writer waits for more records after draining the queue. Default 0: commit as
     /// soon as the queue is drained (appends that arrive during an fsync form the next batch).
     pub batch_delay: Duration,
+    /// How long deferred records ([`FileStore::append_deferred`]) may wait for a real append to
+    /// share its fsync before they are committed on their own. Default 10 ms: a deferred record is
+    /// durable within about this long (plus one fsync) even when no other request comes.
+    pub deferred_delay: Duration,
     /// Cut a signed checkpoint once this many records are durable since the last one (at batch
     /// granularity). Default 1024.
     pub checkpoint_every: u64,
@@ -63,6 +67,7 @@ impl Default for StoreOptions {
         StoreOptions {
             batch_max: 1024,
             batch_delay: Duration::ZERO,
+            deferred_delay: Duration::from_millis(10),
             checkpoint_every: 1024,
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_key: None,
@@ -206,6 +211,8 @@ impl FileStore {
             syncs: AtomicU64::new(0),
             fault: AtomicBool::new(false),
             failed: OnceLock::new(),
+            deferred: Mutex::new(Vec::new()),
+            deferred_lost: AtomicU64::new(0),
         });
         let batch_max = opts.batch_max.max(1);
         let ckpt_stats = Arc::new(CkptStats::default());
@@ -234,7 +241,10 @@ impl FileStore {
             head: rec.head,
             batch_max,
             batch_delay: opts.batch_delay,
+            deferred_delay: opts.deferred_delay,
             shared: shared.clone(),
+            taken: Vec::new(),
+            deferred_in_batch: 0,
             buf: Vec::with_capacity(256 * 1024),
             acks: Vec::with_capacity(batch_max.min(4096)),
             leaves: Vec::with_capacity(batch_max.min(4096)),
@@ -300,6 +310,35 @@ impl FileStore {
         self.shared.fault.store(true, Ordering::Relaxed);
     }
 
+    /// Append a record nobody waits for (e.g. a completion record written after the response):
+    /// no ack, no wake-up of the writer per record and no fsync of its own. It is committed with
+    /// the next batch, or on its own after [`StoreOptions::deferred_delay`] when no append comes,
+    /// and at shutdown. `Err` only when the store is already unavailable or stopped; a later
+    /// failure of its batch is logged and counted in [`FileStore::deferred_lost`].
+    pub fn append_deferred(&self, record: &Record) -> Result<(), AuditError> {
+        if let Some(e) = self.shared.unavailable() {
+            return Err(e);
+        }
+        let rec = serde_json::to_vec(record)
+            .map_err(|e| AuditError::Serialize(crate::error::describe_json_error(&e)))?;
+        let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
+        let first = {
+            let mut q = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            q.push(rec);
+            q.len() == 1
+        };
+        // Only the first record since the writer's last drain needs to tell it (see writer.rs).
+        if first && tx.send(Job::Tick).is_err() {
+            return Err(self.shared.unavailable().unwrap_or_else(|| self.stopped()));
+        }
+        Ok(())
+    }
+
+    /// Deferred records lost because their batch failed (they were never acknowledged).
+    pub fn deferred_lost(&self) -> u64 {
+        self.shared.deferred_lost.load(Ordering::Relaxed)
+    }
+
     fn stopped(&self) -> AuditError {
         AuditError::Stopped {
             store: self.shared.store.clone(),
@@ -316,7 +355,7 @@ impl AuditStore for FileStore {
             .map_err(|e| AuditError::Serialize(crate::error::describe_json_error(&e)))?;
         let (ack, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
-        if tx.send(Job { rec, ack }).is_err() {
+        if tx.send(Job::Append { rec, ack }).is_err() {
             return Err(self.shared.unavailable().unwrap_or_else(|| self.stopped()));
         }
         Ok(Ack::new(rx, self.shared.clone()))
@@ -544,4 +583,58 @@ fn rebuild_tree(
         ));
     }
     Ok(Rebuilt { full, base, tail })
+}
+
+#[cfg(test)]
+mod deferred_tests {
+    use std::time::Duration;
+
+    use crate::record::tests::{sample_completion, sample_decision};
+    use crate::{AuditStore, FileStore, StoreOptions, read_records, verify_store};
+
+    #[tokio::test]
+    async fn deferred_records_ride_along_and_are_committed_alone_after_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            deferred_delay: Duration::from_millis(20),
+            ..StoreOptions::default()
+        };
+        let store = FileStore::open(dir.path(), opts).unwrap();
+        // Alone: committed (one fsync) once the delay has passed, with no other append.
+        store.append_deferred(&sample_completion()).unwrap();
+        store.append_deferred(&sample_completion()).unwrap();
+        let t = std::time::Instant::now();
+        while store.sync_count() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "deferred records never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(read_records(dir.path()).unwrap().len(), 2);
+        // Riding along: a deferred record queued before an append is durable with it.
+        store.append_deferred(&sample_completion()).unwrap();
+        let idx = store.append(&sample_decision(1)).unwrap().await.unwrap();
+        assert_eq!(
+            idx, 2,
+            "the acked record is framed before the deferred ones of its batch"
+        );
+        assert_eq!(read_records(dir.path()).unwrap().len(), 4);
+        // Shutdown commits what is still deferred.
+        store.append_deferred(&sample_completion()).unwrap();
+        drop(store);
+        assert_eq!(read_records(dir.path()).unwrap().len(), 5);
+        verify_store(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn deferred_append_fails_once_the_store_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.inject_fault_for_tests();
+        store.append_deferred(&sample_completion()).unwrap();
+        assert!(store.append(&sample_decision(1)).unwrap().await.is_err());
+        assert_eq!(store.deferred_lost(), 1);
+        assert!(store.append_deferred(&sample_completion()).is_err());
+    }
 }

@@ -2,6 +2,12 @@
 //! chains and frames the batch into one reused buffer, issues one `write_all` and ONE
 //! `sync_data` per batch (group commit), then acknowledges every record of the batch.
 //!
+//! Deferred records (completion records: nobody waits for them) do not wake the writer per record
+//! and never cause an fsync of their own: they sit in [`Shared::deferred`] and ride along with the
+//! next batch. The first deferred record after a drain sends one [`Job::Tick`]; a writer woken by
+//! a tick alone waits up to `deferred_delay` for a real append before committing the deferred
+//! records by themselves, so a deferred record is durable within about that delay even when idle.
+//!
 //! A write or sync error is fatal for the store: the batch and everything queued behind it fail,
 //! later appends fail at once, and nothing is acknowledged that was not synced. (A failed batch may
 //! still reach the disk; such records were never acknowledged, so the gateway forwarded nothing.)
@@ -10,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -23,10 +29,12 @@ use crate::tlog::CkptJob;
 
 pub(crate) type AckTx = oneshot::Sender<Result<u64, AuditError>>;
 
-/// One append request: the record's JSON and where to answer.
-pub(crate) struct Job {
-    pub rec: Vec<u8>,
-    pub ack: AckTx,
+/// What the writer receives.
+pub(crate) enum Job {
+    /// One append: the record's JSON and where to answer once it is durable.
+    Append { rec: Vec<u8>, ack: AckTx },
+    /// Deferred records are waiting in [`Shared::deferred`]: commit them within `deferred_delay`.
+    Tick,
 }
 
 /// State shared by the store handle, the writer and outstanding acks.
@@ -35,6 +43,10 @@ pub(crate) struct Shared {
     pub syncs: AtomicU64,
     pub fault: AtomicBool,
     pub failed: OnceLock<AuditError>,
+    /// Records nobody waits for (see the module docs), committed with the next batch.
+    pub deferred: Mutex<Vec<Vec<u8>>>,
+    /// Deferred records that were lost because their batch failed.
+    pub deferred_lost: AtomicU64,
 }
 
 impl Shared {
@@ -64,7 +76,13 @@ pub(crate) struct Writer {
     pub head: [u8; 32],
     pub batch_max: usize,
     pub batch_delay: Duration,
+    /// How long a batch of deferred records alone may wait for a real append to ride along with.
+    pub deferred_delay: Duration,
     pub shared: Arc<Shared>,
+    /// Deferred records taken from [`Shared::deferred`] (reused buffer).
+    pub taken: Vec<Vec<u8>>,
+    /// How many records of the pending batch are deferred (no ack).
+    pub deferred_in_batch: usize,
     pub buf: Vec<u8>,
     pub acks: Vec<(u64, AckTx)>,
     /// Leaf hashes of the pending batch (SHA-256(0x00 || body)), folded into `tree` once durable.
@@ -93,58 +111,120 @@ impl Writer {
             self.buf.clear();
             self.acks.clear();
             self.leaves.clear();
-            self.add(first);
+            self.deferred_in_batch = 0;
+            let mut urgent = self.take(first);
             while self.acks.len() < self.batch_max {
                 match rx.try_recv() {
-                    Ok(job) => self.add(job),
+                    Ok(job) => urgent |= self.take(job),
                     Err(_) => break,
                 }
             }
-            if !self.batch_delay.is_zero() && self.acks.len() < self.batch_max {
-                let deadline = Instant::now() + self.batch_delay;
-                while self.acks.len() < self.batch_max {
+            if !urgent {
+                // Only deferred records are waiting: give a real append a chance to carry them.
+                let deadline = Instant::now() + self.deferred_delay;
+                while !urgent {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
-                        Ok(job) => self.add(job),
+                        Ok(job) => urgent |= self.take(job),
                         Err(_) => break,
                     }
                 }
             }
-            if self.acks.is_empty() {
-                continue; // every job of the batch was rejected individually
+            if urgent && !self.batch_delay.is_zero() && self.acks.len() < self.batch_max {
+                let deadline = Instant::now() + self.batch_delay;
+                while self.acks.len() < self.batch_max {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(job) => {
+                            self.take(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
-            match self.commit() {
-                Ok(()) => {
-                    for (index, ack) in self.acks.drain(..) {
-                        // The appender may have given up waiting; the record is durable anyway.
-                        let _ = ack.send(Ok(index));
-                    }
-                    for h in &self.leaves {
-                        self.tree.push_hash(*h);
-                    }
-                    if self.ckpt.send_leaves {
-                        self.ckpt.since.extend_from_slice(&self.leaves);
-                    }
-                    let due = self.tree.size() - self.ckpt.last_size >= self.ckpt.every
-                        || self.ckpt.last_at.elapsed() >= self.ckpt.interval;
-                    if due {
-                        self.checkpoint();
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(store = %self.shared.store, error = %e,
-                        "audit store failed; refusing further appends until reopened");
-                    let _ = self.shared.failed.set(e.clone());
-                    for (_, ack) in self.acks.drain(..) {
-                        let _ = ack.send(Err(e.clone()));
-                    }
-                    // Dropping the receiver fails everything still queued (their acks close).
-                    return;
-                }
+            self.add_deferred();
+            if self.leaves.is_empty() {
+                continue; // every job of the batch was rejected individually, or only ticks
+            }
+            if !self.commit_batch() {
+                return;
             }
         }
-        // Clean shutdown: attest everything that is durable.
+        // Clean shutdown: commit what was deferred, then attest everything that is durable.
+        self.buf.clear();
+        self.acks.clear();
+        self.leaves.clear();
+        self.deferred_in_batch = 0;
+        self.add_deferred();
+        if !self.leaves.is_empty() && !self.commit_batch() {
+            return;
+        }
         self.checkpoint();
+    }
+
+    /// Take one job into the batch; true when it is an append somebody waits for.
+    fn take(&mut self, job: Job) -> bool {
+        match job {
+            Job::Append { rec, ack } => {
+                self.add(rec, Some(ack));
+                true
+            }
+            Job::Tick => false,
+        }
+    }
+
+    /// Move every deferred record into the batch (after the acked ones).
+    fn add_deferred(&mut self) {
+        {
+            let mut q = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::swap(&mut *q, &mut self.taken);
+        }
+        let mut taken = std::mem::take(&mut self.taken);
+        for rec in taken.drain(..) {
+            self.add(rec, None);
+        }
+        self.taken = taken;
+    }
+
+    /// Commit the pending batch and answer its acks. False: the store failed (stop the writer).
+    fn commit_batch(&mut self) -> bool {
+        match self.commit() {
+            Ok(()) => {
+                for (index, ack) in self.acks.drain(..) {
+                    // The appender may have given up waiting; the record is durable anyway.
+                    let _ = ack.send(Ok(index));
+                }
+                for h in &self.leaves {
+                    self.tree.push_hash(*h);
+                }
+                if self.ckpt.send_leaves {
+                    self.ckpt.since.extend_from_slice(&self.leaves);
+                }
+                let due = self.tree.size() - self.ckpt.last_size >= self.ckpt.every
+                    || self.ckpt.last_at.elapsed() >= self.ckpt.interval;
+                if due {
+                    self.checkpoint();
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(store = %self.shared.store, error = %e, deferred_lost = self.deferred_in_batch,
+                    "audit store failed; refusing further appends until reopened");
+                let _ = self.shared.failed.set(e.clone());
+                let queued = {
+                    let mut q = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                    std::mem::take(&mut *q).len()
+                };
+                self.shared
+                    .deferred_lost
+                    .fetch_add((self.deferred_in_batch + queued) as u64, Ordering::Relaxed);
+                for (_, ack) in self.acks.drain(..) {
+                    let _ = ack.send(Err(e.clone()));
+                }
+                // Dropping the receiver fails everything still queued (their acks close).
+                false
+            }
+        }
     }
 
     /// The next append, cutting an interval checkpoint while waiting if one is due.
@@ -180,23 +260,35 @@ impl Writer {
         let _ = self.ckpt.tx.send(job);
     }
 
-    /// Chain and frame one record into the batch buffer.
-    fn add(&mut self, job: Job) {
+    /// Chain and frame one record into the batch buffer (`ack`: None for a deferred record).
+    fn add(&mut self, rec: Vec<u8>, ack: Option<AckTx>) {
         let start = self.buf.len();
-        match segment::encode_frame(&mut self.buf, self.next_index, &self.head, &job.rec) {
+        match segment::encode_frame(&mut self.buf, self.next_index, &self.head, &rec) {
             Ok(hash) => {
                 self.head = hash;
                 // The Merkle leaf is the frame body, the same bytes the hash chain covers.
                 self.leaves
                     .push(merkle::leaf_hash(&self.buf[start + segment::HEADER..]));
-                self.acks.push((self.next_index, job.ack));
+                match ack {
+                    Some(ack) => self.acks.push((self.next_index, ack)),
+                    None => self.deferred_in_batch += 1,
+                }
                 self.next_index += 1;
             }
             Err(len) => {
-                let _ = job.ack.send(Err(AuditError::TooLarge {
+                let e = AuditError::TooLarge {
                     len,
                     limit: segment::MAX_BODY,
-                }));
+                };
+                match ack {
+                    Some(ack) => {
+                        let _ = ack.send(Err(e));
+                    }
+                    None => {
+                        tracing::error!(store = %self.shared.store, error = %e, "deferred audit record dropped");
+                        self.shared.deferred_lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
@@ -223,7 +315,8 @@ impl Writer {
 
     /// Start a new segment named for the first record of the pending batch.
     fn roll(&mut self) -> Result<(), AuditError> {
-        let first = self.acks.first().map_or(self.next_index, |(i, _)| *i);
+        // Every framed record of the batch (acked or deferred) has a leaf.
+        let first = self.next_index - self.leaves.len() as u64;
         let path = self.dir.join(segment::segment_name(first));
         let file = OpenOptions::new()
             .create_new(true)

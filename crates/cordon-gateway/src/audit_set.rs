@@ -6,8 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
 
 use cordon_audit::{AuditError, AuditStore, FileStore, Replicator, StoreOptions};
 use cordon_audit_pg::{PgStore, PgStoreOptions, parse_store_url};
@@ -29,15 +32,68 @@ pub enum StoreKey {
 }
 
 /// Where a jurisdiction's records go under a policy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StoreLocation {
     pub key: StoreKey,
     pub region: Option<String>,
     /// The DR replica directory, which receives every signed checkpoint.
     pub replica: Option<PathBuf>,
+    /// The open store last resolved for this location, with the [`AuditSet`] generation it was
+    /// resolved at (a failed store bumps the generation, so a stale entry is never used).
+    cached: ArcSwapOption<(u64, OpenStore)>,
+}
+
+impl Clone for StoreLocation {
+    fn clone(&self) -> Self {
+        StoreLocation::new(self.key.clone(), self.region.clone(), self.replica.clone())
+    }
+}
+
+/// An open store; `file` is set for directory stores (which take deferred records).
+#[derive(Clone)]
+pub struct OpenStore {
+    pub store: Arc<dyn AuditStore>,
+    pub file: Option<Arc<FileStore>>,
+}
+
+impl std::fmt::Debug for OpenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.store.describe())
+    }
+}
+
+impl OpenStore {
+    /// Append a record nobody waits for (a completion record). Directory stores commit it with the
+    /// next batch (no wake-up, no fsync of its own; durable within ~10 ms even when idle); other
+    /// stores append it and a task logs a failure.
+    pub fn append_deferred(
+        &self,
+        record: &cordon_audit::Record,
+        on_failure: impl FnOnce(AuditError) + Send + 'static,
+    ) -> Result<(), AuditError> {
+        if let Some(f) = &self.file {
+            return f.append_deferred(record);
+        }
+        let ack = self.store.append(record)?;
+        tokio::spawn(async move {
+            if let Err(e) = ack.await {
+                on_failure(e);
+            }
+        });
+        Ok(())
+    }
 }
 
 impl StoreLocation {
+    pub fn new(key: StoreKey, region: Option<String>, replica: Option<PathBuf>) -> StoreLocation {
+        StoreLocation {
+            key,
+            region,
+            replica,
+            cached: ArcSwapOption::empty(),
+        }
+    }
+
     pub fn dir(&self) -> Option<&Path> {
         match &self.key {
             StoreKey::Dir(p) => Some(p),
@@ -48,7 +104,11 @@ impl StoreLocation {
 
 pub struct AuditSet {
     data_dir: PathBuf,
-    open: Mutex<HashMap<StoreKey, Arc<dyn AuditStore>>>,
+    open: Mutex<HashMap<StoreKey, OpenStore>>,
+    /// Held while a directory store is opened (the map lock is not: lookups never wait on an open).
+    opening: Mutex<()>,
+    /// Bumped whenever a store is forgotten; [`StoreLocation`] caches older than this are stale.
+    generation: AtomicU64,
     replicators: Mutex<Vec<Replicator>>,
 }
 
@@ -60,6 +120,8 @@ impl AuditSet {
         AuditSet {
             data_dir: data_dir.to_path_buf(),
             open: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+            generation: AtomicU64::new(0),
             replicators: Mutex::new(Vec::new()),
         }
     }
@@ -83,18 +145,18 @@ impl AuditSet {
                 (Some(p), None) => StoreKey::Dir(self.resolve(p)),
                 (None, None) => return None,
             };
-            return Some(StoreLocation {
+            return Some(StoreLocation::new(
                 key,
-                region: s.region.as_ref().map(|r| r.to_string()),
-                replica: s.replica.as_ref().map(|r| self.resolve(&r.path)),
-            });
+                s.region.as_ref().map(|r| r.to_string()),
+                s.replica.as_ref().map(|r| self.resolve(&r.path)),
+            ));
         }
         let root = policy.file.audit.root.as_ref()?;
-        Some(StoreLocation {
-            key: StoreKey::Dir(self.resolve(root).join(j.as_str())),
-            region: None,
-            replica: None,
-        })
+        Some(StoreLocation::new(
+            StoreKey::Dir(self.resolve(root).join(j.as_str())),
+            None,
+            None,
+        ))
     }
 
     /// Where records with no verified subject go: the gateway's own jurisdiction's store when it has
@@ -109,11 +171,11 @@ impl AuditSet {
             Some(r) => self.resolve(r),
             None => self.data_dir.join("audit"),
         };
-        StoreLocation {
-            key: StoreKey::Dir(base.join(UNAUTHENTICATED_STORE)),
-            region: policy.file.gateway.region.as_ref().map(|r| r.to_string()),
-            replica: None,
-        }
+        StoreLocation::new(
+            StoreKey::Dir(base.join(UNAUTHENTICATED_STORE)),
+            policy.file.gateway.region.as_ref().map(|r| r.to_string()),
+            None,
+        )
     }
 
     /// The open store at a location; directory stores are opened on first use. PostgreSQL stores
@@ -123,9 +185,34 @@ impl AuditSet {
         loc: &StoreLocation,
         batch_delay: Duration,
     ) -> Result<Arc<dyn AuditStore>, AuditError> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = open.get(&loc.key) {
-            return Ok(s.clone());
+        self.open_store(loc, batch_delay).map(|s| s.store)
+    }
+
+    /// [`AuditSet::store`] with the concrete file store, if it is one. The hot path: a location
+    /// that was resolved before (and whose store has not failed since) costs one atomic load.
+    pub fn open_store(&self, loc: &StoreLocation, batch_delay: Duration) -> Result<OpenStore, AuditError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(c) = loc.cached.load().as_ref()
+            && c.0 == generation
+        {
+            return Ok(c.1.clone());
+        }
+        let s = self.lookup_or_open(loc, batch_delay)?;
+        loc.cached.store(Some(Arc::new((generation, s.clone()))));
+        Ok(s)
+    }
+
+    fn lookup(&self, key: &StoreKey) -> Option<OpenStore> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn lookup_or_open(&self, loc: &StoreLocation, batch_delay: Duration) -> Result<OpenStore, AuditError> {
+        if let Some(s) = self.lookup(&loc.key) {
+            return Ok(s);
         }
         let StoreKey::Dir(path) = &loc.key else {
             return Err(AuditError::InvalidInput {
@@ -133,14 +220,27 @@ impl AuditSet {
                 why: "the PostgreSQL store is not connected",
             });
         };
+        // One open at a time (a second open of the same directory would be refused), without
+        // holding the map lock: requests for stores that are already open never wait on it.
+        let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = self.lookup(&loc.key) {
+            return Ok(s);
+        }
         let opts = StoreOptions {
             batch_delay,
             // Checkpoints also go to the DR copy, a place this gateway does not rewrite.
             publish_to: loc.replica.iter().cloned().collect(),
             ..StoreOptions::default()
         };
-        let s: Arc<dyn AuditStore> = Arc::new(FileStore::open(path, opts)?);
-        open.insert(loc.key.clone(), s.clone());
+        let f = Arc::new(FileStore::open(path, opts)?);
+        let s = OpenStore {
+            store: f.clone(),
+            file: Some(f),
+        };
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(loc.key.clone(), s.clone());
         if let Some(replica) = &loc.replica {
             self.start_replication(path, replica);
         }
@@ -178,11 +278,22 @@ impl AuditSet {
         if !matches!(loc.key, StoreKey::Dir(_)) {
             return;
         }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.get(&loc.key).is_some_and(|s| s.check_writable().is_err()) {
+        let removed = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let failed = open
+                .get(&loc.key)
+                .is_some_and(|s| s.store.check_writable().is_err());
+            let removed = if failed { open.remove(&loc.key) } else { None };
+            if removed.is_some() {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
+            removed
+        };
+        loc.cached.store(None);
+        if removed.is_some() {
             tracing::warn!(store = ?loc.key, "audit store failed; it will be reopened");
-            open.remove(&loc.key);
         }
+        // `removed` (maybe the last handle: its drop joins the writer) is dropped outside the lock.
     }
 
     /// Open every explicitly configured store now (so a bad path or an unreachable database fails
@@ -213,10 +324,13 @@ impl AuditSet {
                     let store = PgStore::open(opts)
                         .await
                         .map_err(|e| format!("audit store {j}: {e}"))?;
-                    self.open
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(loc.key.clone(), Arc::new(store));
+                    self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                        loc.key.clone(),
+                        OpenStore {
+                            store: Arc::new(store),
+                            file: None,
+                        },
+                    );
                 }
             }
         }
@@ -241,7 +355,7 @@ impl AuditSet {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .map(|s| s.store.clone())
             .collect();
         for s in open {
             s.check_writable()

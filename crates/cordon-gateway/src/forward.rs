@@ -154,7 +154,7 @@ pub async fn forward(
 pub struct Completion {
     pub state: Arc<AppState>,
     pub rt: Arc<Runtime>,
-    pub loc: StoreLocation,
+    pub loc: Arc<StoreLocation>,
     pub decision_id: uuid::Uuid,
     pub started: Instant,
     pub upstream_wait: Duration,
@@ -204,7 +204,7 @@ impl Completion {
             error: error.map(str::to_string),
             processing_evidence,
         };
-        let store = match self.state.audit.store(&self.loc, batch_delay(policy)) {
+        let store = match self.state.audit.open_store(&self.loc, batch_delay(policy)) {
             Ok(s) => s,
             Err(e) => {
                 self.state.metrics.audit_failures.inc();
@@ -212,21 +212,17 @@ impl Completion {
                 return;
             }
         };
-        match store.append(&Record::Completion(rec)) {
-            Ok(ack) => {
-                let state = self.state.clone();
-                let id = self.decision_id;
-                tokio::spawn(async move {
-                    if let Err(e) = ack.await {
-                        state.metrics.audit_failures.inc();
-                        tracing::error!(decision_id = %id, error = %e, "completion record not durable");
-                    }
-                });
-            }
-            Err(e) => {
-                self.state.metrics.audit_failures.inc();
-                tracing::error!(decision_id = %self.decision_id, error = %e, "completion record not written");
-            }
+        // Nobody waits for the completion record (the response is already on its way): it rides
+        // along with the next batch's fsync instead of waking the writer and costing one of its own.
+        let state = self.state.clone();
+        let id = self.decision_id;
+        let on_failure = move |e: cordon_audit::AuditError| {
+            state.metrics.audit_failures.inc();
+            tracing::error!(decision_id = %id, error = %e, "completion record not durable");
+        };
+        if let Err(e) = store.append_deferred(&Record::Completion(rec), on_failure) {
+            self.state.metrics.audit_failures.inc();
+            tracing::error!(decision_id = %self.decision_id, error = %e, "completion record not written");
         }
     }
 }

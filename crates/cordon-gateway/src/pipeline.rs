@@ -190,7 +190,7 @@ impl Ctx<'_> {
         rec.model = model.map(str::to_string);
         rec.reason = Some(code.as_str().to_string());
         rec.reasons = reasons;
-        let Some(loc) = self.state.audit.location(self.policy(), s.jurisdiction) else {
+        let Some(loc) = self.rt.location(&self.state.audit, s.jurisdiction) else {
             return self.no_store(s.jurisdiction);
         };
         self.count(Some(s.jurisdiction), "", "refused", code.as_str());

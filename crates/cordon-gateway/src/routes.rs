@@ -183,7 +183,7 @@ async fn serve(
         Decision::Allow(a) => a,
     };
 
-    let Some(loc) = state.audit.location(policy, subject.jurisdiction) else {
+    let Some(loc) = ctx.rt.location(&state.audit, subject.jurisdiction) else {
         return Err(ctx.no_store(subject.jurisdiction));
     };
     let first = &allow.candidates[0];
@@ -315,7 +315,7 @@ async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Respons
             Decision::Refuse(r) => reasons.push(format!("{}: {}", m.name, r.code.as_str())),
         }
     }
-    let Some(loc) = state.audit.location(policy, subject.jurisdiction) else {
+    let Some(loc) = ctx.rt.location(&state.audit, subject.jurisdiction) else {
         return finish_error(&ctx, started, ctx.no_store(subject.jurisdiction));
     };
     let mut rec = ctx.base_record();

@@ -2,19 +2,43 @@
 //! health slots for its endpoints. Swapped as one value on reload, so a request sees one consistent
 //! policy from start to end.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cordon_identity::Verifier;
 use cordon_policy::quickstart::{QUICKSTART_ORIGIN, QUICKSTART_YAML};
 use cordon_policy::{Overrides, Policy};
 
+use cordon_types::Jurisdiction;
+
+use crate::audit_set::{AuditSet, StoreLocation};
 use crate::health::Health;
 
 pub struct Runtime {
     pub policy: Policy,
     pub verifier: Verifier,
     pub health: Health,
+    /// Each jurisdiction's store location under this policy, resolved on first use (the location
+    /// also caches its open store, so the request path neither allocates nor takes a global lock).
+    locations: RwLock<HashMap<Jurisdiction, Option<Arc<StoreLocation>>>>,
+}
+
+impl Runtime {
+    /// Where a jurisdiction's records go under this policy (see [`AuditSet::location`]).
+    pub fn location(&self, audit: &AuditSet, j: Jurisdiction) -> Option<Arc<StoreLocation>> {
+        if let Some(l) = self.locations.read().unwrap_or_else(|p| p.into_inner()).get(&j) {
+            return l.clone();
+        }
+        let l = audit.location(&self.policy, j).map(Arc::new);
+        self.locations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(j)
+            .or_insert(l)
+            .clone()
+    }
 }
 
 /// Where the policy comes from.
@@ -60,5 +84,6 @@ pub fn load(source: &PolicySource, data_dir: &Path, overrides: &Overrides) -> Re
         policy,
         verifier,
         health,
+        locations: RwLock::new(HashMap::new()),
     })
 }
