@@ -1,0 +1,49 @@
+"""p99 (and p50, mean) of cordon_audit_wait_seconds{durability=D} between two /metrics scrapes.
+
+The histogram is cumulative over the server's life, so the difference of two scrapes taken
+around one load run is that run's distribution. The quantile reported is the smallest bucket
+upper bound whose cumulative count reaches the quantile (a bucket bound, not an interpolation).
+Prints: count, mean_us, p50_le_us, p99_le_us (tab-separated).
+Usage: python3 histdiff.py BEFORE AFTER DURABILITY
+"""
+import re
+import sys
+
+LINE = re.compile(r"^cordon_audit_wait_seconds_(bucket|sum|count)\{([^}]*)\}\s+(\S+)")
+
+
+def read(path, durability):
+    buckets, total, count = {}, 0.0, 0.0
+    for line in open(path):
+        m = LINE.match(line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        if labels.get("durability") != durability:
+            continue
+        v = float(m.group(3))
+        if m.group(1) == "bucket":
+            buckets[float(labels["le"])] = v
+        elif m.group(1) == "sum":
+            total = v
+        else:
+            count = v
+    return buckets, total, count
+
+
+b0, s0, c0 = read(sys.argv[1], sys.argv[3])
+b1, s1, c1 = read(sys.argv[2], sys.argv[3])
+n = c1 - c0
+if n <= 0:
+    print("0\t\t\t")
+    sys.exit(0)
+
+
+def q(f):
+    for le in sorted(b1):
+        if b1[le] - b0.get(le, 0.0) >= f * n:
+            return le * 1e6
+    return float("inf")
+
+
+print(f"{n:.0f}\t{(s1 - s0) / n * 1e6:.1f}\t{q(0.50):g}\t{q(0.99):g}")
