@@ -65,7 +65,11 @@ pub async fn forward(
         attempts += 1;
         last = Some(c.endpoint);
         let t = Instant::now();
-        let result = ctx.state.upstreams.send(ep, op, body, stream).await;
+        let result = ctx
+            .state
+            .upstreams
+            .send_with(&rt.targets, c.endpoint, ep, op, body, stream)
+            .await;
         wait += t.elapsed();
         match result {
             Ok(response) => {
@@ -170,10 +174,7 @@ impl Completion {
         let policy = &self.rt.policy;
         let ep = self.endpoint.map(|i| &policy.endpoints[i]);
         let (usage, evidence) = match body {
-            Some(b) => (
-                cordon_upstream::extract_usage(self.op, b),
-                cordon_upstream::extract_evidence(self.op, b),
-            ),
+            Some(b) => cordon_upstream::extract_usage_and_evidence(self.op, b),
             None => (None, None),
         };
         let processing_evidence = evidence.map(|reported| {

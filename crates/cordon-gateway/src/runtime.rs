@@ -20,6 +20,8 @@ pub struct Runtime {
     pub policy: Policy,
     pub verifier: Verifier,
     pub health: Health,
+    /// Each endpoint's prepared upstream URL and headers (built on first use, per policy).
+    pub targets: cordon_upstream::Targets,
     /// Each jurisdiction's store location under this policy, resolved on first use (the location
     /// also caches its open store, so the request path neither allocates nor takes a global lock).
     locations: RwLock<HashMap<Jurisdiction, Option<Arc<StoreLocation>>>>,
@@ -80,9 +82,11 @@ pub fn load(source: &PolicySource, data_dir: &Path, overrides: &Overrides) -> Re
         limits.eject_after_failures,
         Duration::from_millis(limits.eject_cooldown_ms),
     );
+    let targets = cordon_upstream::Targets::new(policy.endpoints.len());
     Ok(Runtime {
         policy,
         verifier,
+        targets,
         health,
         locations: RwLock::new(HashMap::new()),
     })

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -51,6 +51,37 @@ impl fmt::Debug for ResponseBody {
             ResponseBody::Full(b) => f.debug_tuple("Full").field(b).finish(),
             ResponseBody::Stream(_) => f.write_str("Stream(..)"),
         }
+    }
+}
+
+/// Each endpoint's URL and headers per operation, built on first use and kept for the life of a
+/// policy (one per policy load: a reload builds a new one, so a changed URL or credential variable
+/// takes effect with the policy that names it). Index = the endpoint's index in the policy.
+pub struct Targets {
+    slots: Vec<[OnceLock<Option<Arc<dialect::Target>>>; 3]>,
+}
+
+impl Targets {
+    pub fn new(endpoints: usize) -> Targets {
+        Targets {
+            slots: (0..endpoints).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl fmt::Debug for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Targets")
+            .field("endpoints", &self.slots.len())
+            .finish()
+    }
+}
+
+fn op_slot(op: Operation) -> usize {
+    match op {
+        Operation::Chat => 0,
+        Operation::Embeddings => 1,
+        Operation::Messages => 2,
     }
 }
 
@@ -133,14 +164,59 @@ impl Upstreams {
             return echo::respond(endpoint, op, body, stream);
         }
         let prepared = dialect::prepare(endpoint, op, body, stream, &*self.secrets)?;
+        let body = serde_json::to_vec(&prepared.body)
+            .map_err(|e| UpstreamError::Config(format!("cannot encode the request body: {e}")))?;
+        self.send_prepared(endpoint, op, prepared.url, prepared.headers, body, stream)
+            .await
+    }
+
+    /// [`Upstreams::send`] for the endpoint at `index` of the policy `targets` was built for: the
+    /// URL and headers come from `targets` (built once), the body is encoded once straight from
+    /// the parsed request.
+    pub async fn send_with(
+        &self,
+        targets: &Targets,
+        index: usize,
+        endpoint: &Endpoint,
+        op: Operation,
+        body: &serde_json::Value,
+        stream: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let target = match targets.slots.get(index) {
+            Some(slots) if endpoint.spec.provider != ProviderKind::Echo => slots[op_slot(op)]
+                .get_or_init(|| dialect::target(endpoint, op, &*self.secrets).ok().map(Arc::new))
+                .clone(),
+            _ => None,
+        };
+        // Echo, and endpoints whose target cannot be built (the slow path reports why).
+        let Some(target) = target else {
+            return self.send(endpoint, op, body, stream).await;
+        };
+        let encoded = dialect::encode_body(endpoint, op, body, stream)?;
+        self.send_prepared(
+            endpoint,
+            op,
+            target.url.clone(),
+            target.headers.clone(),
+            encoded,
+            stream,
+        )
+        .await
+    }
+
+    async fn send_prepared(
+        &self,
+        endpoint: &Endpoint,
+        op: Operation,
+        url: reqwest::Url,
+        headers: reqwest::header::HeaderMap,
+        body: Vec<u8>,
+        stream: bool,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let start = Instant::now();
         let deadline = start + self.total;
         let first_byte_deadline = (start + self.first_byte).min(deadline);
-        let request = self
-            .client
-            .post(prepared.url)
-            .headers(prepared.headers)
-            .json(&prepared.body);
+        let request = self.client.post(url).headers(headers).body(body);
 
         let response = match timeout_at(first_byte_deadline, request.send()).await {
             Err(_) => Err(UpstreamError::Timeout("first byte")),

@@ -120,14 +120,70 @@ pub(crate) fn rewrite_body(
     Ok(Value::Object(obj))
 }
 
-/// Build the URL, headers and body for a network provider. `secret` resolves a credential variable.
-pub(crate) fn prepare(
+/// The client's body with `model` rewritten and `stream: true` set on stream requests, serialized
+/// straight from the parsed request (no copy of the request's JSON tree): the same object as
+/// [`rewrite_body`] produces (keys already present keep their place, added ones come last).
+pub(crate) fn encode_body(
     endpoint: &Endpoint,
     op: Operation,
     body: &Value,
     stream: bool,
+) -> Result<Vec<u8>, UpstreamError> {
+    let Some(obj) = body.as_object() else {
+        return Err(invalid_request(op, "the request body must be a JSON object"));
+    };
+    let rewritten = Rewritten {
+        obj,
+        model: upstream_model(endpoint),
+        stream: stream && op != Operation::Embeddings,
+    };
+    serde_json::to_vec(&rewritten)
+        .map_err(|e| UpstreamError::Config(format!("cannot encode the request body: {e}")))
+}
+
+struct Rewritten<'a> {
+    obj: &'a serde_json::Map<String, Value>,
+    model: &'a str,
+    stream: bool,
+}
+
+impl serde::Serialize for Rewritten<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has_model = self.obj.contains_key("model");
+        let has_stream = self.obj.contains_key("stream");
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.obj {
+            match k.as_str() {
+                "model" => m.serialize_entry(k, self.model)?,
+                "stream" if self.stream => m.serialize_entry(k, &true)?,
+                _ => m.serialize_entry(k, v)?,
+            }
+        }
+        if !has_model {
+            m.serialize_entry("model", self.model)?;
+        }
+        if self.stream && !has_stream {
+            m.serialize_entry("stream", &true)?;
+        }
+        m.end()
+    }
+}
+
+/// Where and how a network endpoint is called for one operation: built once per policy (see
+/// [`crate::Targets`]), not per request.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub url: Url,
+    pub headers: HeaderMap,
+}
+
+/// Build the URL and headers for a network provider. `secret` resolves a credential variable.
+pub(crate) fn target(
+    endpoint: &Endpoint,
+    op: Operation,
     secret: &dyn Fn(&str) -> Option<String>,
-) -> Result<Prepared, UpstreamError> {
+) -> Result<Target, UpstreamError> {
     let spec = &endpoint.spec;
     let provider = spec.provider;
     if !supports(provider, op) {
@@ -172,7 +228,18 @@ pub(crate) fn prepare(
         value.set_sensitive(true);
         headers.insert(name, value);
     }
+    Ok(Target { url, headers })
+}
 
+/// Build the URL, headers and body for a network provider. `secret` resolves a credential variable.
+pub(crate) fn prepare(
+    endpoint: &Endpoint,
+    op: Operation,
+    body: &Value,
+    stream: bool,
+    secret: &dyn Fn(&str) -> Option<String>,
+) -> Result<Prepared, UpstreamError> {
+    let Target { url, headers } = target(endpoint, op, secret)?;
     Ok(Prepared {
         url,
         headers,
@@ -278,6 +345,39 @@ mod tests {
             Some("k".into())
         })
         .unwrap_err();
+        assert!(matches!(e, UpstreamError::Status { status: 400, .. }));
+    }
+
+    #[test]
+    fn encoded_body_is_the_rewritten_body() {
+        let mut ep = endpoint(ProviderKind::Openai, Some("http://h/v1"));
+        for (upstream, body, op, stream) in [
+            (
+                None,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                Operation::Chat,
+                false,
+            ),
+            (
+                Some("up"),
+                json!({"messages": [], "stream": false, "model": "x"}),
+                Operation::Chat,
+                true,
+            ),
+            (
+                Some("up"),
+                json!({"input": "x", "stream": false}),
+                Operation::Embeddings,
+                true,
+            ),
+            (None, json!({"max_tokens": 3}), Operation::Messages, true),
+        ] {
+            ep.spec.upstream_model = upstream.map(str::to_string);
+            let bytes = encode_body(&ep, op, &body, stream).unwrap();
+            let got: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, rewrite_body(&ep, op, &body, stream).unwrap());
+        }
+        let e = encode_body(&ep, Operation::Chat, &json!([1]), false).unwrap_err();
         assert!(matches!(e, UpstreamError::Status { status: 400, .. }));
     }
 

@@ -26,7 +26,48 @@ pub fn extract_usage(_op: Operation, body: &[u8]) -> Option<Value> {
 /// What the upstream reported about where it ran, as an object (`{"inference_geo": "us"}`);
 /// `None` when the body reports nothing.
 pub fn extract_evidence(op: Operation, body: &[u8]) -> Option<Value> {
-    let value = parse(body)?;
+    evidence_of(op, &parse(body)?)
+}
+
+/// The fields [`extract_usage_and_evidence`] reads; everything else is skipped without building a
+/// tree.
+#[derive(serde::Deserialize)]
+struct Probe {
+    usage: Option<Value>,
+    region: Option<Value>,
+}
+
+/// [`extract_usage`] and [`extract_evidence`] in one pass over the body.
+pub fn extract_usage_and_evidence(op: Operation, body: &[u8]) -> (Option<Value>, Option<Value>) {
+    // A derived struct would also accept an array (fields by position): probe objects only.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let probed = if is_object {
+        serde_json::from_slice::<Probe>(body).ok()
+    } else {
+        None
+    };
+    let value = match probed {
+        Some(p) => {
+            let mut obj = Map::new();
+            if let Some(u) = p.usage {
+                obj.insert("usage".to_string(), u);
+            }
+            if let Some(r) = p.region {
+                obj.insert("region".to_string(), r);
+            }
+            Value::Object(obj)
+        }
+        // Not an object, or an odd one (e.g. a duplicated key): read it the general way.
+        None => match parse(body) {
+            Some(v) => v,
+            None => return (None, None),
+        },
+    };
+    let usage = value.get("usage").filter(|u| u.is_object()).cloned();
+    (usage, evidence_of(op, &value))
+}
+
+fn evidence_of(op: Operation, value: &Value) -> Option<Value> {
     let found: Map<String, Value> = EVIDENCE
         .iter()
         .filter(|(o, _, _)| *o == op)
@@ -57,6 +98,29 @@ mod tests {
             extract_evidence(Operation::Messages, body.as_bytes()),
             Some(json!({"inference_geo": "us"}))
         );
+    }
+
+    #[test]
+    fn one_pass_agrees_with_the_two() {
+        let bodies: [&[u8]; 7] = [
+            br#"{"usage":{"input_tokens":1,"inference_geo":"us"},"region":"eu"}"#,
+            br#"{"object":"chat.completion","choices":[],"region":null}"#,
+            br#"{"usage":3,"region":{"a":1}}"#,
+            br#"{"usage":{"a":1},"usage":{"b":2}}"#,
+            br#"[1,2]"#,
+            b"not json",
+            br#"{"id":"x","usage":{"prompt_tokens":1},"nested":{"usage":{"x":1}}}"#,
+        ];
+        for body in bodies {
+            for op in [Operation::Chat, Operation::Embeddings, Operation::Messages] {
+                assert_eq!(
+                    extract_usage_and_evidence(op, body),
+                    (extract_usage(op, body), extract_evidence(op, body)),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
     }
 
     #[test]

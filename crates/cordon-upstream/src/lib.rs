@@ -16,8 +16,10 @@ mod operation;
 #[cfg(test)]
 mod testutil;
 
-pub use client::{BodyStream, MAX_ERROR_BODY, MAX_FULL_BODY, ResponseBody, UpstreamResponse, Upstreams};
+pub use client::{
+    BodyStream, MAX_ERROR_BODY, MAX_FULL_BODY, ResponseBody, Targets, UpstreamResponse, Upstreams,
+};
 pub use dialect::{ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION};
 pub use error::UpstreamError;
-pub use evidence::{extract_evidence, extract_usage};
+pub use evidence::{extract_evidence, extract_usage, extract_usage_and_evidence};
 pub use operation::{Operation, supports};
