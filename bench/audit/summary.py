@@ -46,7 +46,10 @@ print("| figure | measured: median [min-max] | target | verdict | load avg (1 mi
 print("|---|---|---|---|---|")
 parts = {r["part"] for r in rows}
 if "append" in parts:
-    variants = sorted({r["variant"] for r in rows if r["part"] == "append"}, key=lambda s: int(s.split("=")[1]))
+    variants = sorted(
+        {r["variant"] for r in rows if r["part"] == "append" and r["variant"] != "fsync"},
+        key=lambda s: int(s.split("=")[1]),
+    )
     for v in variants:
         m = med("append", v, "records_per_s")
         print(
@@ -91,6 +94,13 @@ if "verify" in parts:
             f"| verification, {int(vrecords):,} records (`{v}`) | {span('verify', v, 'records_per_s')} records/s | "
             f">= 1,500,000 | {ok(m is not None and m >= 1_500_000)} | {loads('verify')} |"
         )
+        cpu = med("verify", v, "cpu_s")
+        if cpu:
+            print(
+                f"| (`{v}`: CPU seconds, user + sys, whole process) | {span('verify', v, 'cpu_s', '{:.2f}')} s = "
+                f"{cpu / int(vrecords) * 1e6:.2f} us per record: at most {int(vrecords) / cpu * 2:,.0f} records/s "
+                f"on 2 idle cores | | | |"
+            )
 if "pg" in parts:
     v = f"writers={pgw}"
     m = med("pg", v, "rows_per_s")

@@ -13,13 +13,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{BreakKind, VerifyError, describe_json_error};
-use crate::merkle::{self, Frontier, Hash};
+use crate::merkle::{Frontier, Hash};
 use crate::note::NoteVerifier;
-use crate::record::Record;
-use crate::segment::{self, Fault, Frames, ZERO_HASH};
+use crate::record::{CallerRecord, Evidence, Latency, Outcome, Payload, Record};
+use crate::segment::{self, Fault, ZERO_HASH};
 use crate::tlog;
 
 /// What a successful verification saw.
@@ -217,8 +219,77 @@ fn parse_record(rec: &[u8]) -> Result<Record, String> {
 }
 
 /// Validate a record fully, keep only its kind.
+///
+/// Fast path: the borrowed twins below ([`DecisionCheck`], [`CompletionCheck`]) accept a subset of
+/// what [`parse_record`] accepts (the same fields and types, but strings must be unescaped to be
+/// borrowed), without allocating a string per field. Whatever they do not accept goes through
+/// [`parse_record`], which decides and produces the error, so the verdict is always that of the
+/// full parse.
 fn parse_kind(rec: &[u8]) -> Result<bool, String> {
+    if rec.starts_with(br#"{"kind":"decision","#) && serde_json::from_slice::<DecisionCheck<'_>>(rec).is_ok()
+    {
+        return Ok(true);
+    }
+    if rec.starts_with(br#"{"kind":"completion","#)
+        && serde_json::from_slice::<CompletionCheck<'_>>(rec).is_ok()
+    {
+        return Ok(false);
+    }
     parse_record(rec).map(|r| matches!(r, Record::Decision(_)))
+}
+
+/// [`crate::DecisionRecord`] with borrowed strings: field for field the same names and types
+/// (a test destructures the record exhaustively, so a new field cannot be missed here).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct DecisionCheck<'a> {
+    v: u32,
+    decision_id: uuid::Uuid,
+    ts: &'a str,
+    gateway_id: &'a str,
+    gateway_region: Option<&'a str>,
+    policy_version: &'a str,
+    subject: Option<&'a str>,
+    caller: Option<CallerRecord>,
+    data_subject_jurisdiction: Option<&'a str>,
+    data_subject_country: Option<&'a str>,
+    residency_source: Option<&'a str>,
+    request_origin_region: Option<&'a str>,
+    tier: Option<u8>,
+    tier_declared: Option<u8>,
+    operation: &'a str,
+    model: Option<&'a str>,
+    outcome: Outcome,
+    reason: Option<&'a str>,
+    reasons: Vec<&'a str>,
+    model_endpoint: Option<&'a str>,
+    provider: Option<&'a str>,
+    operator: Option<&'a str>,
+    processing_regions: Vec<&'a str>,
+    processing_jurisdictions: Vec<&'a str>,
+    transfer_mechanism: Option<&'a str>,
+    transfer_reference: Option<&'a str>,
+    audit_storage_region: Option<&'a str>,
+    payload: Payload,
+    pii: Option<BTreeMap<&'a str, u64>>,
+}
+
+/// [`crate::CompletionRecord`] with borrowed strings (see [`DecisionCheck`]).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct CompletionCheck<'a> {
+    v: u32,
+    decision_id: uuid::Uuid,
+    ts: &'a str,
+    status: u16,
+    model_endpoint: Option<&'a str>,
+    processing_regions: Vec<&'a str>,
+    attempts: u32,
+    latency_ms: Latency,
+    usage: Option<serde_json::Value>,
+    stream: bool,
+    error: Option<&'a str>,
+    processing_evidence: Option<Evidence>,
 }
 
 /// What the parallel pass computes for one frame.
@@ -227,6 +298,8 @@ struct Item<T> {
     end: usize,
     /// (index, prev) from the envelope; `None` if the body is not an envelope.
     env: Option<(u64, [u8; 32])>,
+    /// The body matches the frame's CRC (nothing else is computed if not).
+    crc: bool,
     entry: [u8; 32],
     leaf: Hash,
     rec: Result<T, String>,
@@ -237,23 +310,30 @@ fn precompute<T>(
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
 ) -> Vec<Item<T>> {
+    let mut scratch = segment::HashScratch::default();
     frames
         .iter()
         .map(|&(offset, end)| {
             let body = &data[offset + segment::HEADER..end];
-            match segment::parse_envelope(body) {
-                Some(env) => Item {
-                    offset,
-                    end,
-                    env: Some((env.index, env.prev)),
-                    entry: segment::entry_hash(&env.prev, body),
-                    leaf: merkle::leaf_hash(body),
-                    rec: parse(env.rec),
-                },
+            let crc = segment::crc_ok(data, offset, end);
+            match segment::parse_envelope(body).filter(|_| crc) {
+                Some(env) => {
+                    let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body, &mut scratch);
+                    Item {
+                        offset,
+                        end,
+                        env: Some((env.index, env.prev)),
+                        crc,
+                        entry,
+                        leaf,
+                        rec: parse(env.rec),
+                    }
+                }
                 None => Item {
                     offset,
                     end,
                     env: None,
+                    crc,
                     entry: ZERO_HASH,
                     leaf: ZERO_HASH,
                     rec: Err(String::new()),
@@ -263,27 +343,63 @@ fn precompute<T>(
         .collect()
 }
 
+/// Frames per unit of parallel work: small enough that the in-order consumer starts early and
+/// the workers stay busy to the end of a segment, big enough that hand-offs are rare.
+const CHUNK: usize = 1024;
+
 /// Parse, hash and deserialize the frames on all cores (each record's entry hash depends only on
-/// its own bytes, the link check is done in order afterwards).
-fn precompute_parallel<T: Send>(
+/// its own bytes) and hand the results to `consume` in frame order, on the calling thread, while
+/// the workers compute the chunks after it: the in-order checks (links, Merkle tree, checkpoints)
+/// overlap with the parallel work instead of waiting for all of it. The first error from
+/// `consume` stops the walk (the workers finish their current chunk and stop).
+fn precompute_each<T: Send, E>(
     data: &[u8],
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
-) -> Vec<Vec<Item<T>>> {
+    mut consume: impl FnMut(Item<T>) -> Result<(), E>,
+) -> Result<(), E> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if threads < 2 || frames.len() < 2048 {
-        return vec![precompute(data, frames, parse)];
+    if threads < 2 || frames.len() < 2 * CHUNK {
+        return precompute(data, frames, parse).into_iter().try_for_each(consume);
     }
-    let chunk = frames.len().div_ceil(threads);
+    let chunks: Vec<&[(usize, usize)]> = frames.chunks(CHUNK).collect();
+    let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let handles: Vec<_> = frames
-            .chunks(chunk)
-            .map(|c| s.spawn(move || precompute(data, c, parse)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        let (tx, rx) = mpsc::channel::<(usize, Vec<Item<T>>)>();
+        for _ in 0..threads {
+            let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+            s.spawn(move || {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(c) = chunks.get(k) else { break };
+                    if tx.send((k, precompute(data, c, parse))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut want = 0;
+        let mut run = || {
+            for (k, items) in rx.iter() {
+                pending.insert(k, items);
+                while let Some(items) = pending.remove(&want) {
+                    items.into_iter().try_for_each(&mut consume)?;
+                    want += 1;
+                }
+            }
+            Ok(())
+        };
+        let result = run();
+        // On an error, the workers stop after their current chunk.
+        next.store(chunks.len(), Ordering::Relaxed);
+        // Every chunk was consumed, unless a worker panicked: never report success then.
+        assert!(
+            result.is_err() || want == chunks.len(),
+            "a verification worker stopped early"
+        );
+        result
     })
 }
 
@@ -312,91 +428,239 @@ fn walk<T: Send>(
     let mut done = 0u64;
     let mut expected: u64 = 0;
     let mut head = ZERO_HASH;
-    // One buffer for every segment: fresh 64 MiB allocations cost more in page faults than the
-    // CRCs of their contents.
+    // Two buffers for all segments (fresh 64 MiB allocations cost more in page faults than the
+    // CRCs of their contents): the next segment is read while the current one is checked.
+    let read = |path: &Path, buf: &mut Vec<u8>| {
+        buf.clear();
+        fs::File::open(path).and_then(|mut f| std::io::Read::read_to_end(&mut f, buf))
+    };
     let mut data = Vec::new();
-    for (start, path) in segs {
-        data.clear();
-        fs::File::open(&path)
-            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut data))
-            .map_err(io_err(&path))?;
-        let data = &data[..];
-        let segment_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let broken = |offset: usize, index: u64, kind: BreakKind| VerifyError::Broken {
-            store: dir.to_path_buf(),
-            segment: segment_name.clone(),
-            offset: offset as u64,
-            index,
-            kind,
-        };
-        // Framing and CRCs (cheap, sequential), then the expensive part on all cores.
-        let mut frames = Vec::new();
-        let mut fault = None;
-        for frame in Frames::new(data) {
-            match frame {
-                Ok(f) => frames.push((f.offset, f.end)),
-                Err(e) => fault = Some(e),
-            }
-        }
-        let items = precompute_parallel(data, &frames, parse);
-        let mut first = true;
-        for item in items.into_iter().flatten() {
-            let body = &data[item.offset + segment::HEADER..item.end];
-            let Some((index, prev)) = item.env else {
-                return Err(broken(
-                    item.offset,
-                    expected,
-                    BreakKind::BadJson {
-                        detail: "the body is not a record envelope".into(),
-                    },
-                ));
-            };
-            if index != expected {
-                return Err(broken(
-                    item.offset,
-                    expected,
-                    BreakKind::RemovedOrReordered {
-                        expected,
-                        found: index,
-                    },
-                ));
-            }
-            if first && start != index {
-                return Err(broken(
-                    item.offset,
-                    expected,
-                    BreakKind::MisnamedSegment {
-                        named: start,
-                        found: index,
-                    },
-                ));
-            }
-            first = false;
-            if prev != head {
-                return Err(broken(item.offset, expected, BreakKind::Modified));
-            }
-            let rec = item
-                .rec
-                .map_err(|detail| broken(item.offset, expected, BreakKind::BadJson { detail }))?;
-            head = item.entry;
-            visit(expected, rec, body, &item.leaf);
-            expected += 1;
-        }
-        if let Some((offset, fault)) = fault {
-            let kind = match fault {
-                Fault::Truncated => BreakKind::Truncated,
-                Fault::BadLength(len) => BreakKind::BadFraming { len },
-                Fault::BadCrc => BreakKind::BadCrc,
-            };
-            return Err(broken(offset, expected, kind));
+    let mut next = Vec::new();
+    let mut frames = Vec::new();
+    if let Some((_, path)) = segs.first() {
+        read(path, &mut data).map_err(io_err(path))?;
+    }
+    for (k, (start, path)) in segs.iter().enumerate() {
+        let start = *start;
+        let following = segs.get(k + 1).map(|(_, p)| p.as_path());
+        let (checked, read_next) = std::thread::scope(|s| {
+            let reader = following.map(|p| {
+                let next = &mut next;
+                s.spawn(move || read(p, next))
+            });
+            let checked = (|| {
+                let data = &data[..];
+                let segment_name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let broken = |offset: usize, index: u64, kind: BreakKind| VerifyError::Broken {
+                    store: dir.to_path_buf(),
+                    segment: segment_name.clone(),
+                    offset: offset as u64,
+                    index,
+                    kind,
+                };
+                // Framing from the lengths (cheap, sequential), then CRCs and the expensive part
+                // on all cores. The first bad CRC in order ends the walk exactly where `Frames`
+                // would stop.
+                frames.clear();
+                let fault = segment::frame_bounds(data, &mut frames);
+                let mut first = true;
+                precompute_each(data, &frames, parse, |item| {
+                    if !item.crc {
+                        return Err(broken(item.offset, expected, BreakKind::BadCrc));
+                    }
+                    let body = &data[item.offset + segment::HEADER..item.end];
+                    let Some((index, prev)) = item.env else {
+                        return Err(broken(
+                            item.offset,
+                            expected,
+                            BreakKind::BadJson {
+                                detail: "the body is not a record envelope".into(),
+                            },
+                        ));
+                    };
+                    if index != expected {
+                        return Err(broken(
+                            item.offset,
+                            expected,
+                            BreakKind::RemovedOrReordered {
+                                expected,
+                                found: index,
+                            },
+                        ));
+                    }
+                    if first && start != index {
+                        return Err(broken(
+                            item.offset,
+                            expected,
+                            BreakKind::MisnamedSegment {
+                                named: start,
+                                found: index,
+                            },
+                        ));
+                    }
+                    first = false;
+                    if prev != head {
+                        return Err(broken(item.offset, expected, BreakKind::Modified));
+                    }
+                    let rec = item
+                        .rec
+                        .map_err(|detail| broken(item.offset, expected, BreakKind::BadJson { detail }))?;
+                    head = item.entry;
+                    visit(expected, rec, body, &item.leaf);
+                    expected += 1;
+                    Ok(())
+                })?;
+                if let Some((offset, fault)) = fault {
+                    let kind = match fault {
+                        Fault::Truncated => BreakKind::Truncated,
+                        Fault::BadLength(len) => BreakKind::BadFraming { len },
+                        Fault::BadCrc => BreakKind::BadCrc,
+                    };
+                    return Err(broken(offset, expected, kind));
+                }
+                Ok(())
+            })();
+            let read_next = reader.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            (checked, read_next)
+        });
+        checked?;
+        if let (Some(p), Some(r)) = (following, read_next) {
+            r.map_err(io_err(p))?;
         }
         done += data.len() as u64;
         if let Some(p) = progress {
             p(done, total);
         }
+        std::mem::swap(&mut data, &mut next);
     }
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests::{sample_completion, sample_decision};
+    use crate::record::{CompletionRecord, DecisionRecord};
+
+    /// Adding a field to a record must update its borrowed twin: this stops compiling otherwise.
+    #[allow(dead_code)]
+    fn twins_cover_every_field(d: DecisionRecord, c: CompletionRecord) {
+        let DecisionRecord {
+            v: _,
+            decision_id: _,
+            ts: _,
+            gateway_id: _,
+            gateway_region: _,
+            policy_version: _,
+            subject: _,
+            caller: _,
+            data_subject_jurisdiction: _,
+            data_subject_country: _,
+            residency_source: _,
+            request_origin_region: _,
+            tier: _,
+            tier_declared: _,
+            operation: _,
+            model: _,
+            outcome: _,
+            reason: _,
+            reasons: _,
+            model_endpoint: _,
+            provider: _,
+            operator: _,
+            processing_regions: _,
+            processing_jurisdictions: _,
+            transfer_mechanism: _,
+            transfer_reference: _,
+            audit_storage_region: _,
+            payload: _,
+            pii: _,
+        } = d;
+        let CompletionRecord {
+            v: _,
+            decision_id: _,
+            ts: _,
+            status: _,
+            model_endpoint: _,
+            processing_regions: _,
+            attempts: _,
+            latency_ms: _,
+            usage: _,
+            stream: _,
+            error: _,
+            processing_evidence: _,
+        } = c;
+    }
+
+    /// Whatever a twin accepts, the full parse accepts: with every field removed, nulled or given
+    /// a value of another type, one at a time. And both accept the records as written.
+    #[test]
+    fn borrowed_twins_accept_nothing_the_full_parse_rejects() {
+        fn agree<Full: serde::de::DeserializeOwned>(v: &serde_json::Value, twin: fn(&[u8]) -> bool) -> usize {
+            let mut accepted = 0;
+            let obj = v.as_object().unwrap();
+            let others = [
+                serde_json::Value::Null,
+                serde_json::json!(1),
+                serde_json::json!(-1),
+                serde_json::json!(1.5),
+                serde_json::json!("x"),
+                serde_json::json!("a\"b"),
+                serde_json::json!([]),
+                serde_json::json!(["x"]),
+                serde_json::json!({}),
+                serde_json::json!(true),
+            ];
+            for key in obj.keys() {
+                let mut variants = vec![{
+                    let mut o = obj.clone();
+                    o.remove(key);
+                    o
+                }];
+                for other in &others {
+                    let mut o = obj.clone();
+                    o.insert(key.clone(), other.clone());
+                    variants.push(o);
+                }
+                for o in variants {
+                    let bytes = serde_json::to_vec(&o).unwrap();
+                    if twin(&bytes) {
+                        accepted += 1;
+                        assert!(
+                            serde_json::from_slice::<Full>(&bytes).is_ok(),
+                            "the twin accepts what the full parse rejects: {}",
+                            String::from_utf8_lossy(&bytes)
+                        );
+                    }
+                }
+            }
+            accepted
+        }
+        for rec in [sample_decision(7), sample_completion()] {
+            let bytes = serde_json::to_vec(&rec).unwrap();
+            let is_decision = matches!(rec, Record::Decision(_));
+            assert_eq!(parse_kind(&bytes), Ok(is_decision));
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let accepted = if is_decision {
+                assert!(serde_json::from_slice::<DecisionCheck<'_>>(&bytes).is_ok());
+                agree::<DecisionRecord>(&v, |b| serde_json::from_slice::<DecisionCheck<'_>>(b).is_ok())
+            } else {
+                assert!(serde_json::from_slice::<CompletionCheck<'_>>(&bytes).is_ok());
+                agree::<CompletionRecord>(&v, |b| serde_json::from_slice::<CompletionCheck<'_>>(b).is_ok())
+            };
+            assert!(accepted > 0);
+        }
+        // An escaped string is not borrowable: the twin declines, the full parse decides.
+        let mut v = serde_json::to_value(sample_completion()).unwrap();
+        v["ts"] = serde_json::json!("2026-01-01T00:00:00.000000Z\"");
+        let s = serde_json::to_string(&v).unwrap();
+        let s = format!(
+            "{{\"kind\":\"completion\",{}",
+            &s[1..].replace("\"kind\":\"completion\",", "")
+        );
+        assert_eq!(parse_kind(s.as_bytes()), Ok(false));
+    }
 }
