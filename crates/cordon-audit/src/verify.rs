@@ -310,7 +310,6 @@ fn precompute<T>(
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
 ) -> Vec<Item<T>> {
-    let mut scratch = segment::HashScratch::default();
     frames
         .iter()
         .map(|&(offset, end)| {
@@ -318,7 +317,7 @@ fn precompute<T>(
             let crc = segment::crc_ok(data, offset, end);
             match segment::parse_envelope(body).filter(|_| crc) {
                 Some(env) => {
-                    let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body, &mut scratch);
+                    let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body);
                     Item {
                         offset,
                         end,
