@@ -41,6 +41,11 @@
 //! tree, which hash the ciphertext, still verify.
 
 pub mod bundle;
+/// The record body format shared by every store: `{"i":<index>,"prev":"<hex>","rec":<record>}`,
+/// chained by `entry_hash(i) = SHA-256(entry_hash(i-1) || body(i))` and hashed as Merkle leaves.
+pub mod body {
+    pub use crate::segment::{Envelope, ZERO_HASH, append_body, entry_hash, parse_envelope};
+}
 pub mod checkpoint;
 mod error;
 mod file_store;

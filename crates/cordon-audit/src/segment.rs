@@ -22,7 +22,8 @@ pub(crate) const HEADER: usize = 8;
 pub const MAX_BODY: usize = 16 << 20;
 /// A segment is rolled once it reaches this size (at batch granularity).
 pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
-pub(crate) const ZERO_HASH: [u8; 32] = [0; 32];
+/// The link before the first record.
+pub const ZERO_HASH: [u8; 32] = [0; 32];
 
 const PRE_I: &[u8] = b"{\"i\":";
 const PRE_PREV: &[u8] = b",\"prev\":\"";
@@ -56,7 +57,8 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-pub(crate) fn entry_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+/// SHA-256(prev || body): the hash-chain link.
+pub fn entry_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(prev);
     ctx.update(body);
@@ -86,16 +88,9 @@ fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&tmp[pos..]);
 }
 
-/// Append one frame for `rec` (record JSON) at `index`, chained to `prev`. Returns the new entry
-/// hash, or the body length if it exceeds [`MAX_BODY`] (then `buf` is left unchanged).
-pub(crate) fn encode_frame(
-    buf: &mut Vec<u8>,
-    index: u64,
-    prev: &[u8; 32],
-    rec: &[u8],
-) -> Result<[u8; 32], usize> {
-    let start = buf.len();
-    buf.extend_from_slice(&[0u8; HEADER]);
+/// Append the body `{"i":<index>,"prev":"<hex prev>","rec":<rec>}` to `buf`: the bytes every store
+/// (file or PostgreSQL) chains and the Merkle tree hashes.
+pub fn append_body(buf: &mut Vec<u8>, index: u64, prev: &[u8; 32], rec: &[u8]) {
     buf.extend_from_slice(PRE_I);
     push_u64(buf, index);
     buf.extend_from_slice(PRE_PREV);
@@ -106,6 +101,19 @@ pub(crate) fn encode_frame(
     buf.extend_from_slice(PRE_REC);
     buf.extend_from_slice(rec);
     buf.push(b'}');
+}
+
+/// Append one frame for `rec` (record JSON) at `index`, chained to `prev`. Returns the new entry
+/// hash, or the body length if it exceeds [`MAX_BODY`] (then `buf` is left unchanged).
+pub(crate) fn encode_frame(
+    buf: &mut Vec<u8>,
+    index: u64,
+    prev: &[u8; 32],
+    rec: &[u8],
+) -> Result<[u8; 32], usize> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    append_body(buf, index, prev, rec);
     let body_len = buf.len() - start - HEADER;
     if body_len > MAX_BODY {
         buf.truncate(start);
@@ -135,14 +143,14 @@ const HEX_LOWER: [u8; 256] = {
 };
 
 /// A parsed body.
-pub(crate) struct Envelope<'a> {
+pub struct Envelope<'a> {
     pub index: u64,
     pub prev: [u8; 32],
     pub rec: &'a [u8],
 }
 
 /// Strictly parse a body as the writer emits it.
-pub(crate) fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
+pub fn parse_envelope(body: &[u8]) -> Option<Envelope<'_>> {
     let rest = body.strip_prefix(PRE_I)?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
