@@ -1,4 +1,5 @@
-//! The record body and its hashes, byte for byte the file store's format (`cordon_audit::body`), so a record's body and entry hash are the same whichever store holds it:
+//! The record body and its hashes, byte for byte the file store's format (`cordon_audit::body`), so
+//! a record's body and entry hash are the same whichever store holds it:
 //!
 //! ```text
 //! body           = {"i":<index>,"prev":"<64 lowercase hex>","rec":<record JSON>}
