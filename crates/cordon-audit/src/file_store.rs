@@ -60,6 +60,12 @@ pub struct StoreOptions {
     /// Directories the gateway cannot rewrite (e.g. the DR replica's) that receive every
     /// checkpoint and a compare-and-swap `latest.ckpt`. Failures there never fail appends.
     pub publish_to: Vec<PathBuf>,
+    /// A witness / timestamp hook: a command (program and arguments) run after every checkpoint
+    /// with the signed checkpoint on stdin (and `CORDON_CHECKPOINT_SIZE`, `CORDON_CHECKPOINT_ORIGIN`
+    /// in its environment), e.g. to send it to a transparency-log witness or a timestamp authority.
+    /// It runs on the checkpoint thread with a time limit; failures are logged and counted
+    /// ([`CheckpointStats::witness_failures`]), never failing appends. Empty: no hook.
+    pub witness_command: Vec<String>,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +79,7 @@ impl Default for StoreOptions {
             checkpoint_key: None,
             origin: None,
             publish_to: Vec::new(),
+            witness_command: Vec::new(),
         }
     }
 }
@@ -90,6 +97,9 @@ pub struct CheckpointStats {
     pub published: u64,
     /// Publications that failed with an I/O error (retried with the next checkpoint).
     pub publish_failures: u64,
+    /// Witness hook runs that succeeded / failed (non-zero exit, timeout, or could not start).
+    pub witnessed: u64,
+    pub witness_failures: u64,
     /// Publications refused by the compare-and-swap: a fork attempt or a foreign `latest.ckpt`.
     pub rejected: u64,
 }
@@ -222,6 +232,7 @@ impl FileStore {
             signer,
             known: vec![None; opts.publish_to.len()],
             targets: opts.publish_to.clone(),
+            witness: opts.witness_command.clone(),
             stats: ckpt_stats.clone(),
             base: tree.base,
             tail: tree.tail,
@@ -286,6 +297,8 @@ impl FileStore {
             failures: s.failures.load(Ordering::Relaxed),
             published: s.published.load(Ordering::Relaxed),
             publish_failures: s.publish_failures.load(Ordering::Relaxed),
+            witnessed: s.witnessed.load(Ordering::Relaxed),
+            witness_failures: s.witness_failures.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
         }
     }

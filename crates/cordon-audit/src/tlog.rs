@@ -189,6 +189,8 @@ pub(crate) struct CkptStats {
     pub published: AtomicU64,
     pub publish_failures: AtomicU64,
     pub rejected: AtomicU64,
+    pub witnessed: AtomicU64,
+    pub witness_failures: AtomicU64,
 }
 
 /// A checkpoint to sign and publish: the tree at `size`, and the leaf hashes appended since the
@@ -213,6 +215,8 @@ pub(crate) struct Checkpointer {
     pub dir: PathBuf,
     pub signer: NoteSigner,
     pub targets: Vec<PathBuf>,
+    /// The witness / timestamp hook command (empty: none).
+    pub witness: Vec<String>,
     pub stats: Arc<CkptStats>,
     /// The tree at `base.size()` and the leaf hashes after it, enough to prove consistency from
     /// any size >= base to the newest checkpoint. Trimmed to the smallest size a target may
@@ -283,6 +287,18 @@ impl Checkpointer {
                     tracing::warn!(store = %self.dir.display(), target = %target.display(), size,
                         error = %e, "audit checkpoint publication failed (retried at the next checkpoint)");
                     self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !self.witness.is_empty() {
+            match run_witness(&self.witness, &ckpt, &note) {
+                Ok(()) => {
+                    self.stats.witnessed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(store = %self.dir.display(), size, error = %e,
+                        "audit checkpoint: the witness hook failed (retried with the next checkpoint)");
+                    self.stats.witness_failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -442,4 +458,44 @@ impl Drop for LockFile {
 pub(crate) fn target_latest_size(target: &Path) -> Option<u64> {
     let bytes = fs::read(target.join(LATEST)).ok()?;
     Checkpoint::parse_unverified(&bytes).ok().map(|c| c.size)
+}
+
+/// How long a witness hook may run before it is killed.
+const WITNESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run the witness hook with the signed checkpoint on stdin; Ok only on exit status 0 in time.
+fn run_witness(cmd: &[String], ckpt: &Checkpoint, note: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (program, args) = cmd
+        .split_first()
+        .ok_or_else(|| io::Error::other("empty witness command"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .env("CORDON_CHECKPOINT_SIZE", ckpt.size.to_string())
+        .env("CORDON_CHECKPOINT_ORIGIN", &ckpt.origin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is its own business; its exit status decides.
+        let _ = stdin.write_all(note.as_bytes());
+    }
+    let deadline = std::time::Instant::now() + WITNESS_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("witness hook exited with {status}")))
+            };
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("witness hook timed out"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

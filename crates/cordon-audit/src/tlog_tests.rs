@@ -439,3 +439,63 @@ async fn parallel_verification_reports_the_first_damage() {
     fs::write(&seg, &pristine).unwrap();
     assert_eq!(verify_store(&dir).unwrap().records, 3000);
 }
+
+/// The witness hook receives every signed checkpoint on stdin; a failing hook is counted and never
+/// fails appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn witness_hook_receives_checkpoints_and_failures_never_block_appends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let witnessed = tmp.path().join("witnessed");
+    fs::create_dir_all(&witnessed).unwrap();
+    let script = format!("cat > '{}'/$CORDON_CHECKPOINT_SIZE.ckpt", witnessed.display());
+    let store = FileStore::open(
+        &tmp.path().join("EU"),
+        StoreOptions {
+            checkpoint_every: 10,
+            witness_command: vec!["sh".into(), "-c".into(), script],
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    append_n(&store, 25).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.checkpoint_stats().witnessed < 2 {
+        assert!(std::time::Instant::now() < deadline, "the witness hook never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stats = store.checkpoint_stats();
+    assert_eq!(stats.witness_failures, 0);
+    let vkey = crate::read_verifier_key(&tmp.path().join("EU")).unwrap();
+    let verifier = crate::note::NoteVerifier::parse(&vkey).unwrap();
+    let mut seen = 0;
+    for e in fs::read_dir(&witnessed).unwrap() {
+        let text = fs::read_to_string(e.unwrap().path()).unwrap();
+        let c = Checkpoint::open(text.as_bytes(), std::slice::from_ref(&verifier)).unwrap();
+        assert!(c.size >= 10);
+        seen += 1;
+    }
+    assert!(seen >= 2, "{seen}");
+    drop(store);
+
+    // A hook that fails: counted, appends unaffected.
+    let failing = FileStore::open(
+        &tmp.path().join("UK"),
+        StoreOptions {
+            checkpoint_every: 5,
+            witness_command: vec!["false".into()],
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    append_n(&failing, 12).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while failing.checkpoint_stats().witness_failures < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failing hook was never counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(failing.checkpoint_stats().written >= 1);
+    append_n(&failing, 3).await;
+}

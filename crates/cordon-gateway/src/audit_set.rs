@@ -38,6 +38,8 @@ pub struct StoreLocation {
     pub region: Option<String>,
     /// The DR replica directory, which receives every signed checkpoint.
     pub replica: Option<PathBuf>,
+    /// The witness / timestamp hook run after every checkpoint (empty: none).
+    pub witness: Vec<String>,
     /// The open store last resolved for this location, with the [`AuditSet`] generation it was
     /// resolved at (a failed store bumps the generation, so a stale entry is never used).
     cached: ArcSwapOption<(u64, OpenStore)>,
@@ -46,6 +48,7 @@ pub struct StoreLocation {
 impl Clone for StoreLocation {
     fn clone(&self) -> Self {
         StoreLocation::new(self.key.clone(), self.region.clone(), self.replica.clone())
+            .with_witness(self.witness.clone())
     }
 }
 
@@ -90,8 +93,14 @@ impl StoreLocation {
             key,
             region,
             replica,
+            witness: Vec::new(),
             cached: ArcSwapOption::empty(),
         }
+    }
+
+    pub fn with_witness(mut self, witness: Vec<String>) -> StoreLocation {
+        self.witness = witness;
+        self
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -145,11 +154,14 @@ impl AuditSet {
                 (Some(p), None) => StoreKey::Dir(self.resolve(p)),
                 (None, None) => return None,
             };
-            return Some(StoreLocation::new(
-                key,
-                s.region.as_ref().map(|r| r.to_string()),
-                s.replica.as_ref().map(|r| self.resolve(&r.path)),
-            ));
+            return Some(
+                StoreLocation::new(
+                    key,
+                    s.region.as_ref().map(|r| r.to_string()),
+                    s.replica.as_ref().map(|r| self.resolve(&r.path)),
+                )
+                .with_witness(s.witness.clone().unwrap_or_default()),
+            );
         }
         let root = policy.file.audit.root.as_ref()?;
         Some(StoreLocation::new(
@@ -230,6 +242,7 @@ impl AuditSet {
             batch_delay,
             // Checkpoints also go to the DR copy, a place this gateway does not rewrite.
             publish_to: loc.replica.iter().cloned().collect(),
+            witness_command: loc.witness.clone(),
             ..StoreOptions::default()
         };
         let f = Arc::new(FileStore::open(path, opts)?);

@@ -340,6 +340,10 @@ pub struct StoreSpec {
     /// The disaster-recovery copy: receives every signed checkpoint (and shipped segments).
     #[serde(default)]
     pub replica: Option<ReplicaSpec>,
+    /// A witness / timestamp hook for directory stores: a command (program and arguments) run
+    /// after every checkpoint with the signed checkpoint on stdin.
+    #[serde(default)]
+    pub witness: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -28,6 +28,8 @@ async fn served_decisions_are_provable_and_checkpoints_reach_the_replica() {
     std::fs::create_dir_all(&data).unwrap();
     token(&data, "warmup", "DE");
     let replica = tmp.path().join("dr-eu");
+    let witnessed = tmp.path().join("witness");
+    std::fs::create_dir_all(&witnessed).unwrap();
     let cfg = tmp.path().join("cordon.yaml");
     std::fs::write(
         &cfg,
@@ -43,9 +45,11 @@ models:
       - {{ id: eu, provider: echo, regions: [aws:eu-central-1] }}
 audit:
   stores:
-    EU: {{ path: audit/eu, region: aws:eu-central-1, replica: {{ path: "{}", region: aws:eu-west-1 }} }}
+    EU: {{ path: audit/eu, region: aws:eu-central-1, replica: {{ path: "{}", region: aws:eu-west-1 }},
+          witness: ["sh", "-c", "cat > '{}'/$CORDON_CHECKPOINT_SIZE.ckpt"] }}
 "#,
-            replica.display()
+            replica.display(),
+            witnessed.display()
         ),
     )
     .unwrap();
@@ -67,6 +71,12 @@ audit:
     // Checkpoints are cut within a second of unattested records and published to the replica.
     wait_for("a local checkpoint", || checkpoints(&store) > 0);
     wait_for("a published checkpoint", || replica.join("latest.ckpt").exists());
+    // The witness hook got the signed checkpoint too.
+    wait_for("a witnessed checkpoint", || {
+        std::fs::read_dir(&witnessed)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
     // Segments are shipped to the replica in the background.
     wait_for("shipped segments", || {
         cordon_audit::read_records(&replica)
