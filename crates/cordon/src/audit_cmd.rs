@@ -52,6 +52,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create (idempotently) the PostgreSQL audit schema, its append-only triggers and the writer
+    /// role (INSERT/SELECT only). Connect as an administrator; the gateway then connects with
+    /// `role=cordon_writer` (or as a member of it).
+    InitPostgres {
+        /// `postgres://admin@host:port/db?schema=…` (the role in `role=` is the writer role to create).
+        #[arg(long)]
+        store: String,
+    },
     /// Write a bundle for a regulator: the selected records with inclusion proofs, the signed
     /// checkpoint and the store's public key. `verify-bundle` checks it offline.
     Export {
@@ -118,6 +126,7 @@ pub fn run(c: Command) -> Result<ExitCode> {
             out,
         } => export(&at, &jurisdiction, subject.as_deref(), from, to, decrypt, &out),
         Command::VerifyBundle { file, vkey } => verify_bundle(&file, vkey.as_deref()),
+        Command::InitPostgres { store } => init_postgres(&store),
         Command::Prove {
             at,
             jurisdiction,
@@ -452,6 +461,33 @@ fn show(w: &Where, jurisdiction: &str, json: bool) -> Result<ExitCode> {
             ),
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_postgres(url: &str) -> Result<ExitCode> {
+    let parsed = cordon_audit_pg::parse_store_url(url)?;
+    let role = parsed
+        .role
+        .clone()
+        .unwrap_or_else(|| cordon_audit_pg::WRITER_ROLE.to_string());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (client, conn) = parsed
+            .config
+            .connect(cordon_audit_pg::tokio_postgres::NoTls)
+            .await?;
+        let driver = tokio::spawn(conn);
+        cordon_audit_pg::migrate_with_role(&client, &parsed.schema, &role).await?;
+        drop(client);
+        let _ = driver.await;
+        anyhow::Ok(())
+    })?;
+    println!(
+        "audit schema '{}' ready: append-only (triggers), writer role '{role}' may only INSERT and SELECT",
+        parsed.schema
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -152,13 +152,16 @@ async fn a_postgres_audit_store_serves_the_gateway_and_verifies() {
         .await
         .expect("PostgreSQL on 127.0.0.1:5432 (scripts/test.sh starts it)");
     tokio::spawn(connection);
-    cordon_audit_pg::migrate(&admin, &schema).await.unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:5432/test?schema={schema}");
+    // The operator's setup step: schema, append-only triggers, writer role.
+    let (code, out) = cli(&["audit", "init-postgres", "--store", &url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("append-only"), "{out}");
 
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     token(&data, "warmup", "DE");
-    let url = format!("postgres://postgres@127.0.0.1:5432/test?schema={schema}");
     let cfg = tmp.path().join("cordon.yaml");
     std::fs::write(
         &cfg,
