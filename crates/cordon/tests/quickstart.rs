@@ -29,6 +29,23 @@ async fn quickstart_routes_refuses_and_audits_by_jurisdiction() {
     let eu_allowed = header(&h, "x-cordon-decision-id");
     assert!(header(&h, "x-cordon-policy-version").starts_with("sha256:"));
 
+    // Residency attaches to the subject, not to where the request comes from: a German subject
+    // calling from a US region is still served in the EU, and the origin is only recorded.
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .bearer_auth(&de)
+        .header("x-request-origin-region", "aws:us-east-1")
+        .json(&chat("chat-small", "from new york"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(resp.headers(), "x-cordon-processing-region"),
+        "aws:eu-central-1"
+    );
+    let travelling = header(resp.headers(), "x-cordon-decision-id");
+
     // US subject: served in the US.
     let (status, h, _) = post(
         &gw.url,
@@ -202,6 +219,18 @@ async fn quickstart_routes_refuses_and_audits_by_jurisdiction() {
             .any(|(id, o, _)| *id == eu_refused && *o == Outcome::Refused)
     );
     assert!(eu.iter().all(|(_, _, j)| j.as_deref() == Some("EU")));
+    let origin = read_records(&data.join("audit/EU"))
+        .unwrap()
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            Record::Decision(d) if d.decision_id.to_string() == travelling => Some(d.request_origin_region),
+            _ => None,
+        });
+    assert_eq!(
+        origin,
+        Some(Some("aws:us-east-1".to_string())),
+        "the origin region is recorded"
+    );
     assert!(us_store.iter().any(|(id, _, _)| *id == us_allowed));
     assert!(
         !us_store.iter().any(|(id, _, _)| *id == eu_allowed),
