@@ -190,11 +190,21 @@ impl Ctx<'_> {
         rec.model = model.map(str::to_string);
         rec.reason = Some(code.as_str().to_string());
         rec.reasons = reasons;
-        let Some(loc) = self.rt.location(&self.state.audit, s.jurisdiction) else {
-            return self.no_store(s.jurisdiction);
-        };
         self.count(Some(s.jurisdiction), "", "refused", code.as_str());
-        match self.append_durable(&loc, rec).await {
+        let appended = match self.rt.location(&self.state.audit, s.jurisdiction) {
+            Some(loc) => self.append_durable(&loc, rec).await,
+            None => {
+                // This gateway has no store for the subject's jurisdiction (a regional gateway
+                // refusing a caller from elsewhere). The refusal is still recorded, in the gateway's
+                // own store, but without the pseudonymous subject or country: nothing about the
+                // person leaves their jurisdiction, and a refusal carries no payload anyway.
+                rec.subject = None;
+                rec.data_subject_country = None;
+                let loc = self.state.audit.unauthenticated_location(self.policy());
+                self.append_durable(&loc, rec).await
+            }
+        };
+        match appended {
             Ok(()) => self.error(code, message),
             Err(e) => e,
         }

@@ -323,7 +323,10 @@ fn verify_dir(s: &StoreRef, path: &std::path::Path, check_placement: bool) -> Re
             .map_err(|e| e.to_string())?
             .iter()
             .filter(|(_, r)| match r {
-                Record::Decision(d) => d.data_subject_jurisdiction != s.expect,
+                // A decision about a (pseudonymous) subject must sit in that subject's store.
+                // Records without a subject (authentication failures, refusals of callers this
+                // gateway holds no store for) carry nothing about a person and stay with the gateway.
+                Record::Decision(d) => d.subject.is_some() && d.data_subject_jurisdiction != s.expect,
                 Record::Completion(_) => false,
             })
             .count();

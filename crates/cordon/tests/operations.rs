@@ -261,3 +261,59 @@ async fn durability_modes_are_measured_and_the_echo_delay_holds() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_gateway_refuses_other_jurisdictions_and_names_their_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = r#"
+gateway: { id: gw-fra-1, region: aws:eu-central-1, regional_gateways: { US: "https://us.ai.example.com" } }
+identity:
+  issuers:
+    - { issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }
+models:
+  first:
+    endpoints:
+      - { id: eu, provider: echo, regions: [aws:eu-central-1] }
+audit:
+  stores:
+    EU: { path: audit/eu, region: aws:eu-central-1 }
+"#;
+    let (data, cfg) = setup(tmp.path(), yaml);
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let us = token(&data, "bob", "US");
+    let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&us), chat("first", "hi")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "gateway_out_of_jurisdiction");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://us.ai.example.com"),
+        "{body}"
+    );
+    let id = header(&h, "x-cordon-decision-id");
+    // Recorded in the gateway's own store, without the subject and without payload.
+    let rec = cordon_audit::read_records(&data.join("audit/eu"))
+        .unwrap()
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            cordon_audit::Record::Decision(d) if d.decision_id.to_string() == id => Some(d),
+            _ => None,
+        })
+        .expect("the refusal is recorded");
+    assert_eq!(rec.subject, None);
+    assert_eq!(rec.data_subject_jurisdiction.as_deref(), Some("US"));
+    assert_eq!(rec.payload, cordon_audit::Payload::None);
+    // An EU subject is served.
+    let de = token(&data, "alice", "DE");
+    assert_eq!(status_for(&gw.url, &de, "first").await, 200);
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+}
