@@ -300,6 +300,7 @@ async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Respons
     let day = today();
     let mut data = Vec::new();
     let mut reasons = Vec::new();
+    let mut out_of_jurisdiction = None;
     for m in &policy.models {
         let d = policy.decide_simple(&Request {
             jurisdiction: subject.jurisdiction,
@@ -312,8 +313,20 @@ async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Respons
                 reasons.push(format!("{}: permitted", m.name));
                 data.push(serde_json::json!({ "id": m.name, "object": "model", "created": 0, "owned_by": "cordon" }));
             }
-            Decision::Refuse(r) => reasons.push(format!("{}: {}", m.name, r.code.as_str())),
+            Decision::Refuse(r) => {
+                reasons.push(format!("{}: {}", m.name, r.code.as_str()));
+                if r.code == ReasonCode::GatewayOutOfJurisdiction && out_of_jurisdiction.is_none() {
+                    out_of_jurisdiction = Some(r.message);
+                }
+            }
         }
+    }
+    // A gateway that may not process this subject at all says so (and names the right gateway),
+    // rather than listing nothing.
+    if let (true, Some(message)) = (data.is_empty(), out_of_jurisdiction) {
+        let code = ReasonCode::GatewayOutOfJurisdiction;
+        let e = ctx.refuse(&subject, None, code, message, reasons).await;
+        return finish_error(&ctx, started, e);
     }
     let Some(loc) = ctx.rt.location(&state.audit, subject.jurisdiction) else {
         return finish_error(&ctx, started, ctx.no_store(subject.jurisdiction));

@@ -304,6 +304,16 @@ audit:
     assert_eq!(rec.subject, None);
     assert_eq!(rec.data_subject_jurisdiction.as_deref(), Some("US"));
     assert_eq!(rec.payload, cordon_audit::Payload::None);
+    // The model list says the same.
+    let resp = client()
+        .get(format!("{}/v1/models", gw.url))
+        .bearer_auth(&us)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "gateway_out_of_jurisdiction");
     // An EU subject is served.
     let de = token(&data, "alice", "DE");
     assert_eq!(status_for(&gw.url, &de, "first").await, 200);
