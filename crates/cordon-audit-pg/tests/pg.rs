@@ -2,15 +2,12 @@
 //! `host=127.0.0.1 port=5432 user=postgres dbname=test`, a superuser). Each test makes its own
 //! schema `cordon_test_<pid>_<nanos>_<n>` and drops it at the end.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cordon_audit::{
-    AuditStore, CallerRecord, DecisionRecord, FileStore, Outcome, RECORD_VERSION, Record, StoreOptions,
-};
+use cordon_audit::{AuditStore, FileStore, Record, StoreOptions};
 use cordon_audit_pg::{
     APPEND_ONLY_MESSAGE, PgBreakKind, PgStore, PgStoreOptions, PgVerifyError, WRITER_ROLE, entry_hash,
     leaf_hash, migrate, verify_config, verify_url,
@@ -86,39 +83,7 @@ impl TestDb {
 }
 
 fn sample(n: u64) -> Record {
-    Record::Decision(DecisionRecord {
-        v: RECORD_VERSION,
-        decision_id: cordon_audit::new_decision_id(),
-        ts: cordon_audit::now_rfc3339_micros(),
-        gateway_id: "gw-test".into(),
-        gateway_region: Some("eu-central-1".into()),
-        policy_version: "sha256:abc".into(),
-        subject: Some(format!("ps:{n:032x}")),
-        caller: Some(CallerRecord::User {
-            issuer: "https://idp.example".into(),
-        }),
-        data_subject_jurisdiction: Some("EU".into()),
-        data_subject_country: Some("DE".into()),
-        residency_source: Some("claim:country".into()),
-        request_origin_region: None,
-        tier: Some(2),
-        tier_declared: None,
-        operation: "chat".into(),
-        model: Some("m-small".into()),
-        outcome: Outcome::Allowed,
-        reason: None,
-        reasons: vec!["eu-1: permitted".into()],
-        model_endpoint: Some("eu-1".into()),
-        provider: Some("echo".into()),
-        operator: None,
-        processing_regions: vec!["eu-central-1".into()],
-        processing_jurisdictions: vec!["EU".into()],
-        transfer_mechanism: None,
-        transfer_reference: None,
-        audit_storage_region: Some("eu-central-1".into()),
-        payload: cordon_audit::digest(&n.to_le_bytes()),
-        pii: Some(BTreeMap::from([("email".to_string(), 1)])),
-    })
+    cordon_audit::testing::sample_decision(n)
 }
 
 async fn append_n(store: &PgStore, n: u64) -> Vec<u64> {

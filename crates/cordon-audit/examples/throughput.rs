@@ -6,45 +6,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cordon_audit::{
-    AuditStore, CallerRecord, DecisionRecord, FileStore, Outcome, RECORD_VERSION, Record, StoreOptions,
-    digest, new_decision_id, now_rfc3339_micros, verify_store,
-};
+use cordon_audit::{AuditStore, FileStore, Record, StoreOptions, verify_store};
 
 fn record(n: u64) -> Record {
-    Record::Decision(DecisionRecord {
-        v: RECORD_VERSION,
-        decision_id: new_decision_id(),
-        ts: now_rfc3339_micros(),
-        gateway_id: "gw-bench".into(),
-        gateway_region: Some("eu-central-1".into()),
-        policy_version: "sha256:0123456789abcdef".into(),
-        subject: Some(format!("ps:{n:032x}")),
-        caller: Some(CallerRecord::User {
-            issuer: "https://idp.example".into(),
-        }),
-        data_subject_jurisdiction: Some("EU".into()),
-        data_subject_country: Some("DE".into()),
-        residency_source: Some("claim:country".into()),
-        request_origin_region: None,
-        tier: Some(2),
-        tier_declared: None,
-        operation: "chat".into(),
-        model: Some("m-small".into()),
-        outcome: Outcome::Allowed,
-        reason: None,
-        reasons: vec!["eu-1: permitted".into(), "eu-2: permitted".into()],
-        model_endpoint: Some("eu-1".into()),
-        provider: Some("echo".into()),
-        operator: None,
-        processing_regions: vec!["eu-central-1".into()],
-        processing_jurisdictions: vec!["EU".into()],
-        transfer_mechanism: None,
-        transfer_reference: None,
-        audit_storage_region: Some("eu-central-1".into()),
-        payload: digest(&n.to_le_bytes()),
-        pii: None,
-    })
+    cordon_audit::testing::sample_decision(n)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -59,6 +59,8 @@ mod record;
 pub mod replica;
 mod segment;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 mod tlog;
 mod verify;
 mod writer;
