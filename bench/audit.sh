@@ -48,6 +48,8 @@ BUILD="${BUILD:-1}"
 
 log() { printf '[audit-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 command -v python3 >/dev/null 2>&1 || die "python3 is needed (fsync probe, histogram, summary)"
@@ -72,31 +74,10 @@ fi
 if has gateway; then
   command -v wrk >/dev/null 2>&1 || die "wrk is needed for the gateway part (apt-get install wrk)"
 fi
-if [ "$PIN" = 1 ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-  SRV=(taskset -c 0); CLI=(taskset -c 1); PINNING="cordon on CPU 0, wrk on CPU 1"
-else
-  SRV=(); CLI=(); PINNING="no pinning"
-fi
+setup_pinning "cordon"
 
 # ---------------------------------------------------------------- scratch dir and cleanup
-TMP="$(mktemp -d "${BENCH_TMPDIR:-/tmp}/cordon-audit-bench.XXXXXX")"
-OUT_DIR="$ROOT/bench/out"; mkdir -p "$OUT_DIR"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="$OUT_DIR/audit-$STAMP.md"
-RAW="$OUT_DIR/audit-$STAMP.tsv"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null || true
-  done
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] && wait "$p" 2>/dev/null || true
-  done
-  if [ "${KEEP_TMP:-0}" = 1 ]; then log "scratch dir kept: $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_scratch cordon-audit-bench "audit-"
 FSTYPE="$(stat -f -c %T "$TMP")"
 # Private copies of the binaries: other builds in the same target dir cannot swap them mid-run.
 mkdir -p "$TMP/bin"

@@ -39,6 +39,8 @@ LOW_CONNS="${LOW_CONNS:-1}"
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- 1. tools and the release build
 need_apt=()
@@ -60,31 +62,10 @@ log "building cordon (release)"
 CORDON="$ROOT/target/release/cordon"
 [ -x "$CORDON" ] || die "no $CORDON after the build"
 
-if [ "$PIN" = 1 ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-  SRV=(taskset -c 0); CLI=(taskset -c 1); PINNING="servers on CPU 0, wrk on CPU 1"
-else
-  SRV=(); CLI=(); PINNING="no pinning"
-fi
+setup_pinning "servers"
 
 # ---------------------------------------------------------------- scratch dir and cleanup
-TMP="$(mktemp -d "${BENCH_TMPDIR:-/tmp}/cordon-bench.XXXXXX")"
-OUT_DIR="$ROOT/bench/out"; mkdir -p "$OUT_DIR"
-STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
-OUT="$OUT_DIR/$STAMP.md"
-RAW="$OUT_DIR/$STAMP.tsv"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null || true
-  done
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] && wait "$p" 2>/dev/null || true
-  done
-  if [ "${KEEP_TMP:-0}" != 1 ]; then rm -rf "$TMP"; else log "kept $TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+setup_scratch cordon-bench ""
 
 wait_port() { # host:port deadline-seconds
   local deadline=$((SECONDS + $2))
