@@ -14,7 +14,7 @@ use bytes::Bytes;
 use cordon_audit::{CompletionRecord, Evidence, Latency, RECORD_VERSION, Record};
 use cordon_policy::Candidate;
 use cordon_types::ReasonCode;
-use cordon_upstream::{ResponseBody, UpstreamError, UpstreamResponse};
+use cordon_upstream::{RequestBody, ResponseBody, UpstreamError, UpstreamResponse};
 use futures_util::Stream;
 
 use crate::audit_set::{StoreLocation, batch_delay};
@@ -40,12 +40,7 @@ pub struct Failed {
 }
 
 /// Try the candidates in order.
-pub async fn forward(
-    ctx: &Ctx<'_>,
-    candidates: &[Candidate],
-    body: &serde_json::Value,
-    stream: bool,
-) -> Result<Served, Failed> {
+pub async fn forward(ctx: &Ctx<'_>, candidates: &[Candidate], body: &RequestBody) -> Result<Served, Failed> {
     let Some(op) = ctx.op.upstream() else {
         let error = ctx.error(ReasonCode::InvalidRequest, "nothing to forward");
         return Err(Failed {
@@ -68,7 +63,7 @@ pub async fn forward(
         let result = ctx
             .state
             .upstreams
-            .send_with(&rt.targets, c.endpoint, ep, op, body, stream)
+            .send_with(&rt.targets, c.endpoint, ep, op, body)
             .await;
         wait += t.elapsed();
         match result {

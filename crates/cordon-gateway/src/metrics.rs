@@ -1,23 +1,38 @@
 //! Prometheus metrics. Labels are bounded and carry no subject ids or personal data: jurisdiction,
 //! processing region set, outcome, reason code, operation.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use cordon_types::Jurisdiction;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Label values are `&'static str` or inline values where they can be, so counting a request
+// allocates nothing unless its label set is new.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub jurisdiction: String,
+    pub jurisdiction: JurisdictionLabel,
     pub processing_region: String,
-    pub outcome: String,
-    pub reason: String,
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
+/// A data subject's jurisdiction as a label value (`unknown` before one is known).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct JurisdictionLabel(pub Option<Jurisdiction>);
+
+impl EncodeLabelValue for JurisdictionLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.0.as_ref().map_or("unknown", Jurisdiction::as_str))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
-    pub operation: String,
+    pub operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,13 +158,19 @@ impl Metrics {
         out
     }
 
-    pub fn count_request(&self, jurisdiction: &str, processing_region: &str, outcome: &str, reason: &str) {
+    pub fn count_request(
+        &self,
+        jurisdiction: Option<Jurisdiction>,
+        processing_region: &str,
+        outcome: &'static str,
+        reason: &'static str,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
-                jurisdiction: jurisdiction.to_string(),
+                jurisdiction: JurisdictionLabel(jurisdiction),
                 processing_region: processing_region.to_string(),
-                outcome: outcome.to_string(),
-                reason: reason.to_string(),
+                outcome,
+                reason,
             })
             .inc();
     }
@@ -160,10 +181,8 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn observe(&self, operation: &str, total: f64, upstream: f64) {
-        let l = OperationLabels {
-            operation: operation.to_string(),
-        };
+    pub fn observe(&self, operation: &'static str, total: f64, upstream: f64) {
+        let l = OperationLabels { operation };
         self.duration.get_or_create(&l).observe(total);
         if upstream > 0.0 {
             self.upstream_duration.get_or_create(&l).observe(upstream);

@@ -214,9 +214,8 @@ impl Ctx<'_> {
         self.audit_failed(&format!("no audit store is configured for jurisdiction {j}"))
     }
 
-    pub fn count(&self, j: Option<Jurisdiction>, region: &str, outcome: &str, reason: &str) {
-        let j = j.map(|j| j.to_string()).unwrap_or_else(|| "unknown".to_string());
-        self.state.metrics.count_request(&j, region, outcome, reason);
+    pub fn count(&self, j: Option<Jurisdiction>, region: &str, outcome: &'static str, reason: &'static str) {
+        self.state.metrics.count_request(j, region, outcome, reason);
     }
 }
 

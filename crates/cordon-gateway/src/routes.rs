@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use cordon_audit::Outcome;
 use cordon_policy::{Decision, Request};
 use cordon_types::ReasonCode;
+use cordon_upstream::RequestBody;
 use http_body_util::BodyExt;
 
 use crate::error::ApiError;
@@ -125,32 +126,17 @@ async fn serve(
             return Err(ctx.refuse(subject, None, code, msg, Vec::new()).await);
         }
     };
-    let json: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => {
-            let msg = "the request body must be a JSON object".to_string();
-            return Err(ctx
-                .refuse(subject, None, ReasonCode::InvalidRequest, msg, Vec::new())
-                .await);
-        }
+    let body = match RequestBody::parse(bytes) {
+        Ok(b) => b,
         Err(e) => {
-            let msg = format!(
-                "the request body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            );
+            let msg = e.to_string();
             return Err(ctx
                 .refuse(subject, None, ReasonCode::InvalidRequest, msg, Vec::new())
                 .await);
         }
     };
-    let Some(model) = json.get("model").and_then(|m| m.as_str()).map(str::to_string) else {
-        let msg = "the request has no 'model' (a string)".to_string();
-        return Err(ctx
-            .refuse(subject, None, ReasonCode::InvalidRequest, msg, Vec::new())
-            .await);
-    };
-    let stream = json.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+    let model = body.model();
+    let stream = body.stream();
     let Some(up_op) = ctx.op.upstream() else {
         return Err(ctx.error(ReasonCode::InvalidRequest, "not an inference operation"));
     };
@@ -159,7 +145,7 @@ async fn serve(
     let decision = policy.decide(
         &Request {
             jurisdiction: subject.jurisdiction,
-            model: &model,
+            model,
             tier: subject.tier,
             today: today(),
         },
@@ -177,7 +163,7 @@ async fn serve(
     let allow = match decision {
         Decision::Refuse(r) => {
             return Err(ctx
-                .refuse(subject, Some(&model), r.code, r.message, r.reasons)
+                .refuse(subject, Some(model), r.code, r.message, r.reasons)
                 .await);
         }
         Decision::Allow(a) => a,
@@ -190,7 +176,7 @@ async fn serve(
     let ep = &policy.endpoints[first.endpoint];
     let mut rec = ctx.base_record();
     ctx.subject_fields(&mut rec, subject);
-    rec.model = Some(model.clone());
+    rec.model = Some(model.to_string());
     rec.outcome = Outcome::Allowed;
     rec.reasons = allow.reasons.clone();
     rec.model_endpoint = Some(ep.id().to_string());
@@ -200,7 +186,7 @@ async fn serve(
     rec.processing_jurisdictions = ep.location.jurisdiction_list();
     rec.transfer_mechanism = Some(first.mechanism.as_str().to_string());
     rec.transfer_reference = first.reference.clone();
-    rec.payload = payload_for(ctx, subject, &bytes)?;
+    rec.payload = payload_for(ctx, subject, body.raw())?;
     let ack = ctx.append(&loc, rec)?;
 
     // Strict: durable before anything is forwarded. Overlapped: the fsync runs while the upstream
@@ -212,7 +198,7 @@ async fn serve(
             state
                 .metrics
                 .observe_audit_wait("strict", t.elapsed().as_secs_f64());
-            forward(ctx, &allow.candidates, &json, stream).await
+            forward(ctx, &allow.candidates, &body).await
         }
         cordon_policy::Durability::Overlapped => {
             // What the append adds here is how long the record stays un-durable after the
@@ -223,7 +209,7 @@ async fn serve(
                     (r, Instant::now())
                 },
                 async {
-                    let f = forward(ctx, &allow.candidates, &json, stream).await;
+                    let f = forward(ctx, &allow.candidates, &body).await;
                     (f, Instant::now())
                 }
             );

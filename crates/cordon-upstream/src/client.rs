@@ -15,6 +15,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::error::UpstreamError;
 use crate::operation::Operation;
+use crate::request::RequestBody;
 use crate::{dialect, echo};
 
 /// How much of a non-2xx response body is kept for [`UpstreamError::Status`].
@@ -166,21 +167,21 @@ impl Upstreams {
         let prepared = dialect::prepare(endpoint, op, body, stream, &*self.secrets)?;
         let body = serde_json::to_vec(&prepared.body)
             .map_err(|e| UpstreamError::Config(format!("cannot encode the request body: {e}")))?;
-        self.send_prepared(endpoint, op, prepared.url, prepared.headers, body, stream)
+        self.send_prepared(endpoint, op, prepared.url, prepared.headers, body.into(), stream)
             .await
     }
 
     /// [`Upstreams::send`] for the endpoint at `index` of the policy `targets` was built for: the
-    /// URL and headers come from `targets` (built once), the body is encoded once straight from
-    /// the parsed request.
+    /// URL and headers come from `targets` (built once), and the body goes as the client sent it
+    /// when the endpoint takes the model under the same name (see [`RequestBody`]), else it is
+    /// encoded once, straight from the parsed request, with `model` rewritten.
     pub async fn send_with(
         &self,
         targets: &Targets,
         index: usize,
         endpoint: &Endpoint,
         op: Operation,
-        body: &serde_json::Value,
-        stream: bool,
+        body: &RequestBody,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let target = match targets.slots.get(index) {
             Some(slots) if endpoint.spec.provider != ProviderKind::Echo => slots[op_slot(op)]
@@ -190,16 +191,19 @@ impl Upstreams {
         };
         // Echo, and endpoints whose target cannot be built (the slow path reports why).
         let Some(target) = target else {
-            return self.send(endpoint, op, body, stream).await;
+            return self.send(endpoint, op, body.tree(), body.stream()).await;
         };
-        let encoded = dialect::encode_body(endpoint, op, body, stream)?;
+        let encoded = match body.verbatim_for(dialect::upstream_model(endpoint)) {
+            Some(raw) => raw,
+            None => dialect::encode_body(endpoint, op, body.tree(), body.stream())?.into(),
+        };
         self.send_prepared(
             endpoint,
             op,
             target.url.clone(),
             target.headers.clone(),
             encoded,
-            stream,
+            body.stream(),
         )
         .await
     }
@@ -210,7 +214,7 @@ impl Upstreams {
         op: Operation,
         url: reqwest::Url,
         headers: reqwest::header::HeaderMap,
-        body: Vec<u8>,
+        body: Bytes,
         stream: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let start = Instant::now();

@@ -12,6 +12,7 @@ mod echo;
 mod error;
 mod evidence;
 mod operation;
+mod request;
 
 #[cfg(test)]
 mod testutil;
@@ -23,3 +24,4 @@ pub use dialect::{ANTHROPIC_VERSION, DEFAULT_AZURE_API_VERSION};
 pub use error::UpstreamError;
 pub use evidence::{extract_evidence, extract_usage, extract_usage_and_evidence};
 pub use operation::{Operation, supports};
+pub use request::{BodyError, RequestBody};

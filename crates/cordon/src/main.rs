@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// glibc malloc was ~10% of the request path's CPU (many small, short-lived allocations across
+// threads); mimalloc's per-thread free lists make those cheap. See docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cordon", version, about = "A residency gateway for AI workloads")]
 struct Cli {
