@@ -10,7 +10,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use cordon_policy::file::Limits;
 use cordon_policy::{Endpoint, ProviderKind};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use hyper::{Method, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::UpstreamError;
@@ -86,6 +93,10 @@ fn op_slot(op: Operation) -> usize {
     }
 }
 
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+const USER_AGENT_VALUE: &str = concat!("cordon/", env!("CARGO_PKG_VERSION"));
+
 /// Resolves a credential variable name to its value.
 type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -97,7 +108,7 @@ type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// the residency decision did not permit. A 3xx is returned as [`UpstreamError::Status`].
 #[derive(Clone)]
 pub struct Upstreams {
-    client: reqwest::Client,
+    client: HttpClient,
     first_byte: Duration,
     total: Duration,
     secrets: SecretLookup,
@@ -120,21 +131,24 @@ impl Upstreams {
 
     /// A sender with its own credential lookup (tests; no process-wide environment changes).
     pub(crate) fn with_secrets(limits: &Limits, secrets: SecretLookup) -> Result<Upstreams, UpstreamError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
-            .tcp_nodelay(true)
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(limits.connect_timeout_ms)));
+        // The scheme is checked when the endpoint's URL is built; https goes through rustls.
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| UpstreamError::Config(format!("cannot set up TLS: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        // No proxy from the environment and no redirects: this client has neither.
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("cordon/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                UpstreamError::Config(format!(
-                    "cannot build the HTTP client: {}",
-                    UpstreamError::describe(e)
-                ))
-            })?;
+            .pool_timer(TokioTimer::new())
+            .build(https);
         Ok(Upstreams {
             client,
             first_byte: Duration::from_millis(limits.first_byte_timeout_ms),
@@ -167,7 +181,7 @@ impl Upstreams {
         let prepared = dialect::prepare(endpoint, op, body, stream, &*self.secrets)?;
         let body = serde_json::to_vec(&prepared.body)
             .map_err(|e| UpstreamError::Config(format!("cannot encode the request body: {e}")))?;
-        self.send_prepared(endpoint, op, prepared.url, prepared.headers, body.into(), stream)
+        self.send_prepared(endpoint, op, prepared.uri, &prepared.headers, body.into(), stream)
             .await
     }
 
@@ -200,8 +214,8 @@ impl Upstreams {
         self.send_prepared(
             endpoint,
             op,
-            target.url.clone(),
-            target.headers.clone(),
+            target.uri.clone(),
+            &target.headers,
             encoded,
             body.stream(),
         )
@@ -212,19 +226,27 @@ impl Upstreams {
         &self,
         endpoint: &Endpoint,
         op: Operation,
-        url: reqwest::Url,
-        headers: reqwest::header::HeaderMap,
+        uri: Uri,
+        headers: &HeaderMap,
         body: Bytes,
         stream: bool,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let start = Instant::now();
         let deadline = start + self.total;
         let first_byte_deadline = (start + self.first_byte).min(deadline);
-        let request = self.client.post(url).headers(headers).body(body);
+        let mut request = hyper::Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let h = request.headers_mut();
+        h.reserve(headers.len() + 1);
+        for (name, value) in headers {
+            h.insert(name, value.clone());
+        }
+        h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
 
-        let response = match timeout_at(first_byte_deadline, request.send()).await {
+        let response = match timeout_at(first_byte_deadline, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout("first byte")),
-            Ok(Err(e)) => Err(UpstreamError::from_send(e)),
+            Ok(Err(e)) => Err(UpstreamError::from_send(&e)),
             Ok(Ok(r)) => Ok(r),
         };
         let response = response.inspect_err(|e| {
@@ -235,7 +257,7 @@ impl Upstreams {
         tracing::debug!(endpoint = %endpoint.id(), op = %op, status, "upstream answered");
         if !response.status().is_success() {
             // The status is what matters; a body cut short by the deadline is still worth passing on.
-            let body = match read_capped(response, MAX_ERROR_BODY, deadline).await {
+            let body = match read_capped(response.into_body(), MAX_ERROR_BODY, deadline).await {
                 Ok(b) | Err((b, _)) => b,
             };
             return Err(UpstreamError::Status { status, body });
@@ -243,15 +265,15 @@ impl Upstreams {
 
         let content_type = response
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_string();
         let is_sse = content_type.to_ascii_lowercase().starts_with("text/event-stream");
         let body = if stream && is_sse {
-            ResponseBody::Stream(passthrough(response, deadline))
+            ResponseBody::Stream(passthrough(response.into_body(), deadline))
         } else {
-            let bytes = read_capped(response, MAX_FULL_BODY, deadline)
+            let bytes = read_capped(response.into_body(), MAX_FULL_BODY, deadline)
                 .await
                 .map_err(|(_, e)| e)?;
             ResponseBody::Full(bytes)
@@ -264,19 +286,37 @@ impl Upstreams {
     }
 }
 
+/// The next data chunk of a body (trailers and other frames are skipped), `None` at its end.
+async fn next_chunk(body: &mut Incoming) -> Option<Result<Bytes, hyper::Error>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
 /// Read a whole body, at most `cap` bytes, before `deadline`. On failure, returns what was read.
 async fn read_capped(
-    mut response: reqwest::Response,
+    mut body: Incoming,
     cap: usize,
     deadline: Instant,
 ) -> Result<Bytes, (Bytes, UpstreamError)> {
     let mut buf = BytesMut::new();
     loop {
-        match timeout_at(deadline, response.chunk()).await {
+        match timeout_at(deadline, next_chunk(&mut body)).await {
             Err(_) => return Err((buf.freeze(), UpstreamError::Timeout("total"))),
-            Ok(Err(e)) => return Err((buf.freeze(), UpstreamError::Body(UpstreamError::describe(e)))),
-            Ok(Ok(None)) => return Ok(buf.freeze()),
-            Ok(Ok(Some(chunk))) => {
+            Ok(Some(Err(e))) => return Err((buf.freeze(), UpstreamError::Body(UpstreamError::describe(&e)))),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Ok(chunk))) => {
+                // A body that arrives in one piece is handed on without a copy.
+                if buf.is_empty() && chunk.len() <= cap && body.is_end_stream() {
+                    return Ok(chunk);
+                }
                 let room = cap - buf.len();
                 if chunk.len() > room {
                     buf.extend_from_slice(&chunk[..room]);
@@ -293,17 +333,16 @@ async fn read_capped(
 
 /// The response body as a stream of chunks as they arrive, ending with `Err` on failure or when
 /// `deadline` passes.
-fn passthrough(response: reqwest::Response, deadline: Instant) -> BodyStream {
-    let inner = Box::pin(response.bytes_stream());
+fn passthrough(body: Incoming, deadline: Instant) -> BodyStream {
     Box::pin(futures_util::stream::unfold(
-        Some(inner),
+        Some(body),
         move |state| async move {
-            let mut inner = state?;
-            match timeout_at(deadline, inner.next()).await {
+            let mut body = state?;
+            match timeout_at(deadline, next_chunk(&mut body)).await {
                 Err(_) => Some((Err(UpstreamError::Timeout("total")), None)),
                 Ok(None) => None,
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(inner))),
-                Ok(Some(Err(e))) => Some((Err(UpstreamError::Body(UpstreamError::describe(e))), None)),
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                Ok(Some(Err(e))) => Some((Err(UpstreamError::Body(UpstreamError::describe(&e))), None)),
             }
         },
     ))

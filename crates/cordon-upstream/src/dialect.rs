@@ -2,9 +2,9 @@
 //! request-body rewrite every provider shares (the public model name becomes the upstream one).
 
 use cordon_policy::{Endpoint, ProviderKind};
-use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
+use url::Url;
 
 use crate::error::UpstreamError;
 use crate::operation::{Operation, supports};
@@ -72,7 +72,7 @@ fn op_path(op: Operation) -> &'static [&'static str] {
 /// A request ready to send.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub url: Url,
+    pub uri: hyper::Uri,
     pub headers: HeaderMap,
     pub body: Value,
 }
@@ -174,8 +174,56 @@ impl serde::Serialize for Rewritten<'_> {
 /// [`crate::Targets`]), not per request.
 #[derive(Debug)]
 pub(crate) struct Target {
-    pub url: Url,
+    pub uri: hyper::Uri,
     pub headers: HeaderMap,
+}
+
+/// The request URI for `url`, and an `Authorization: Basic` value when the URL carries user info
+/// (which never goes on the wire as part of the URI).
+pub(crate) fn uri(url: &Url) -> Result<(hyper::Uri, Option<HeaderValue>), UpstreamError> {
+    let auth = if url.username().is_empty() && url.password().is_none() {
+        None
+    } else {
+        use base64::Engine as _;
+        let user = percent_decode(url.username());
+        let pass = url.password().map(percent_decode).unwrap_or_default();
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+            .map_err(|_| UpstreamError::Config("url user info is not usable".into()))?;
+        value.set_sensitive(true);
+        Some(value)
+    };
+    let mut bare = url.clone();
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    // The URL itself is never echoed: it may carry userinfo.
+    let uri = bare
+        .as_str()
+        .parse::<hyper::Uri>()
+        .map_err(|_| UpstreamError::Config("url is not a valid request URI".into()))?;
+    Ok((uri, auth))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Build the URL and headers for a network provider. `secret` resolves a credential variable.
@@ -216,7 +264,7 @@ pub(crate) fn target(
             ))
         })?;
         let (name, text) = match dialect.auth {
-            Auth::Bearer => (reqwest::header::AUTHORIZATION, format!("Bearer {key}")),
+            Auth::Bearer => (AUTHORIZATION, format!("Bearer {key}")),
             Auth::Header(name) => (HeaderName::from_static(name), key),
         };
         let mut value = HeaderValue::from_str(&text).map_err(|_| {
@@ -228,7 +276,11 @@ pub(crate) fn target(
         value.set_sensitive(true);
         headers.insert(name, value);
     }
-    Ok(Target { url, headers })
+    let (uri, auth) = uri(&url)?;
+    if let Some(auth) = auth {
+        headers.entry(AUTHORIZATION).or_insert(auth);
+    }
+    Ok(Target { uri, headers })
 }
 
 /// Build the URL, headers and body for a network provider. `secret` resolves a credential variable.
@@ -239,9 +291,9 @@ pub(crate) fn prepare(
     stream: bool,
     secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Prepared, UpstreamError> {
-    let Target { url, headers } = target(endpoint, op, secret)?;
+    let Target { uri, headers } = target(endpoint, op, secret)?;
     Ok(Prepared {
-        url,
+        uri,
         headers,
         body: rewrite_body(endpoint, op, body, stream)?,
     })
@@ -282,6 +334,17 @@ mod tests {
     use super::*;
     use crate::testutil::endpoint;
 
+    #[test]
+    fn user_info_becomes_basic_auth_and_leaves_the_uri() {
+        let url = Url::parse("https://us%65r:p%40ss@example.test/v1/chat/completions").unwrap();
+        let (u, auth) = uri(&url).unwrap();
+        assert_eq!(u.to_string(), "https://example.test/v1/chat/completions");
+        // base64("user:p@ss")
+        assert_eq!(auth.unwrap().to_str().unwrap(), "Basic dXNlcjpwQHNz");
+        let (u, auth) = uri(&Url::parse("http://127.0.0.1:9/v1").unwrap()).unwrap();
+        assert_eq!((u.to_string().as_str(), auth), ("http://127.0.0.1:9/v1", None));
+    }
+
     fn no_secret(_: &str) -> Option<String> {
         None
     }
@@ -299,7 +362,7 @@ mod tests {
             &|v| (v == "KEY").then(|| "sk-test".to_string()),
         )
         .unwrap();
-        assert_eq!(p.url.as_str(), "http://127.0.0.1:9000/v1/chat/completions");
+        assert_eq!(p.uri.to_string(), "http://127.0.0.1:9000/v1/chat/completions");
         assert_eq!(p.headers["authorization"], "Bearer sk-test");
         assert!(p.headers["authorization"].is_sensitive());
         assert_eq!(p.body["model"], "gpt-up");
@@ -308,7 +371,7 @@ mod tests {
             Some("k".into())
         })
         .unwrap();
-        assert_eq!(p.url.as_str(), "http://127.0.0.1:9000/v1/embeddings");
+        assert_eq!(p.uri.to_string(), "http://127.0.0.1:9000/v1/embeddings");
         assert!(p.body.get("stream").is_none());
     }
 
@@ -318,14 +381,14 @@ mod tests {
         ep.spec.deployment = Some("gpt4o-eu".into());
         let p = prepare(&ep, Operation::Chat, &json!({"messages": []}), false, &no_secret).unwrap();
         assert_eq!(
-            p.url.as_str(),
+            p.uri.to_string(),
             "https://x.openai.azure.com/openai/deployments/gpt4o-eu/chat/completions?api-version=2024-10-21"
         );
         assert_eq!(p.body["model"], "m");
         ep.spec.api_version = Some("2025-01-01-preview".into());
         let p = prepare(&ep, Operation::Embeddings, &json!({}), false, &no_secret).unwrap();
         assert_eq!(
-            p.url.as_str(),
+            p.uri.to_string(),
             "https://x.openai.azure.com/openai/deployments/gpt4o-eu/embeddings?api-version=2025-01-01-preview"
         );
     }

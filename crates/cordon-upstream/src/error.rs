@@ -70,11 +70,11 @@ impl UpstreamError {
         }
     }
 
-    /// Describe a reqwest error without its URL, including its sources ("tcp connect error: ...").
-    pub(crate) fn describe(err: reqwest::Error) -> String {
-        let err = err.without_url();
+    /// Describe an error with its sources ("client error (Connect): tcp connect error: ...").
+    /// hyper's errors never carry the request URL.
+    pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         let mut text = err.to_string();
-        let mut source = std::error::Error::source(&err);
+        let mut source = err.source();
         while let Some(s) = source {
             let s_text = s.to_string();
             if !text.contains(&s_text) {
@@ -86,22 +86,34 @@ impl UpstreamError {
         text
     }
 
-    /// Classify a reqwest error from sending a request (before any response byte).
-    pub(crate) fn from_send(err: reqwest::Error) -> UpstreamError {
+    /// Classify an error from sending a request (before any response byte).
+    pub(crate) fn from_send(err: &hyper_util::client::legacy::Error) -> UpstreamError {
         if err.is_connect() {
-            if err.is_timeout() {
+            if has_timed_out(err) {
                 UpstreamError::Timeout("connect")
             } else {
                 UpstreamError::Connect(UpstreamError::describe(err))
             }
-        } else if err.is_timeout() {
-            UpstreamError::Timeout("first byte")
-        } else if err.is_builder() {
-            UpstreamError::Config(UpstreamError::describe(err))
         } else {
+            // The request could not be sent or the connection closed before an answer: nothing
+            // was received, so another permitted endpoint may be tried.
             UpstreamError::Connect(UpstreamError::describe(err))
         }
     }
+}
+
+/// Whether an I/O timeout is among the error's sources (the connector's connect timeout).
+fn has_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]
