@@ -42,9 +42,12 @@
 
 pub mod bundle;
 /// The record body format shared by every store: `{"i":<index>,"prev":"<hex>","rec":<record>}`,
-/// chained by `entry_hash(i) = SHA-256(entry_hash(i-1) || body(i))` and hashed as Merkle leaves.
+/// hashed as RFC 6962 Merkle leaves (`leaf_hash(i) = SHA-256(0x00 || body(i))`) and chained by
+/// `entry_hash(i) = SHA-256(0x02 || entry_hash(i-1) || leaf_hash(i))`.
 pub mod body {
-    pub use crate::segment::{Envelope, ZERO_HASH, append_body, entry_hash, parse_envelope};
+    pub use crate::segment::{
+        Envelope, ZERO_HASH, append_body, entry_and_leaf_hash, entry_hash, parse_envelope,
+    };
 }
 pub mod checkpoint;
 mod error;
