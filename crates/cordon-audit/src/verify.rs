@@ -18,7 +18,7 @@ use std::sync::mpsc;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{BreakKind, VerifyError, describe_json_error};
-use crate::merkle::{Frontier, Hash};
+use crate::merkle::{Frontier, Hash, Subtrees};
 use crate::note::NoteVerifier;
 use crate::record::{CallerRecord, Evidence, Latency, Outcome, Payload, Record};
 use crate::segment::{self, Fault, ZERO_HASH};
@@ -86,16 +86,38 @@ pub fn verify_store_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyR
         }
     };
     check(&tree);
-    let head = walk(dir, opts.progress, parse_kind, |_, is_decision, _, leaf| {
-        report.records += 1;
-        if is_decision {
-            report.decisions += 1;
-        } else {
-            report.completions += 1;
+    // The workers hash each run's subtrees; here they are appended whole, stopping exactly at
+    // every checkpoint size inside the run to compare its root.
+    let mut extend = |run: &Subtrees| {
+        assert_eq!(
+            tree.size(),
+            run.start(),
+            "runs arrive in order, after their records"
+        );
+        let stops: Vec<u64> = claims
+            .range(run.start() + 1..=run.end())
+            .map(|(s, _)| *s)
+            .collect();
+        for size in stops {
+            tree.extend_from(run, size);
+            check(&tree);
         }
-        tree.push_hash(*leaf);
-        check(&tree);
-    })?;
+        tree.extend_from(run, run.end());
+    };
+    let head = walk(
+        dir,
+        opts.progress,
+        parse_kind,
+        |_, is_decision, _| {
+            report.records += 1;
+            if is_decision {
+                report.decisions += 1;
+            } else {
+                report.completions += 1;
+            }
+        },
+        Some(&mut extend),
+    )?;
     let ckpt_err = |file: &Path, size: u64, kind: BreakKind| VerifyError::Broken {
         store: dir.to_path_buf(),
         segment: file.display().to_string(),
@@ -191,13 +213,13 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
 /// Every record with its index, after verifying the store exactly as [`verify_store`] does.
 pub fn read_records(dir: &Path) -> Result<Vec<(u64, Record)>, VerifyError> {
     let mut out = Vec::new();
-    walk(dir, None, parse_record, |i, rec, _, _| out.push((i, rec)))?;
+    walk(dir, None, parse_record, |i, rec, _| out.push((i, rec)), None)?;
     Ok(out)
 }
 
 /// Every frame body (the Merkle leaf data), after verifying the chain.
 pub(crate) fn read_bodies(dir: &Path, mut visit: impl FnMut(u64, &[u8])) -> Result<(), VerifyError> {
-    walk(dir, None, parse_kind, |i, _, body, _| visit(i, body))?;
+    walk(dir, None, parse_kind, |i, _, body| visit(i, body), None)?;
     Ok(())
 }
 
@@ -305,12 +327,25 @@ struct Item<T> {
     rec: Result<T, String>,
 }
 
+/// The parallel pass's result for a run of consecutive frames.
+struct Chunk<T> {
+    items: Vec<Item<T>>,
+    /// The Merkle subtrees of the run's leaves, if asked for. They assume the run's records have
+    /// the indices they should (from the segment's name): the consumer uses them only once every
+    /// record of the run passed its checks, which include that.
+    tree: Option<Subtrees>,
+}
+
+/// Hash, parse and check the `frames` of `data`; `first` is the index the first of them should
+/// have, `tree` whether to hash the Merkle subtrees of the run too.
 fn precompute<T>(
     data: &[u8],
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
-) -> Vec<Item<T>> {
-    frames
+    first: u64,
+    tree: bool,
+) -> Chunk<T> {
+    let items: Vec<Item<T>> = frames
         .iter()
         .map(|&(offset, end)| {
             let body = &data[offset + segment::HEADER..end];
@@ -339,39 +374,61 @@ fn precompute<T>(
                 },
             }
         })
-        .collect()
+        .collect();
+    let tree = tree.then(|| Subtrees::new(first, items.iter().map(|i| i.leaf).collect()));
+    Chunk { items, tree }
 }
 
 /// Frames per unit of parallel work: small enough that the in-order consumer starts early and
-/// the workers stay busy to the end of a segment, big enough that hand-offs are rare.
+/// the workers stay busy to the end of a segment, big enough that hand-offs are rare. A power of
+/// two: chunks are aligned on record indices, so each whole one is a perfect Merkle subtree.
 const CHUNK: usize = 1024;
 
-/// Parse, hash and deserialize the frames on all cores (each record's entry hash depends only on
-/// its own bytes) and hand the results to `consume` in frame order, on the calling thread, while
-/// the workers compute the chunks after it: the in-order checks (links, Merkle tree, checkpoints)
-/// overlap with the parallel work instead of waiting for all of it. The first error from
-/// `consume` stops the walk (the workers finish their current chunk and stop).
+/// The frames of a segment whose first record is `start`, cut at record indices that are
+/// multiples of [`CHUNK`].
+fn chunks(start: u64, frames: &[(usize, usize)]) -> Vec<(u64, &[(usize, usize)])> {
+    let mut out = Vec::with_capacity(frames.len() / CHUNK + 2);
+    let mut rest = frames;
+    let mut index = start;
+    while !rest.is_empty() {
+        let to_boundary = CHUNK - (index % CHUNK as u64) as usize;
+        let (c, r) = rest.split_at(to_boundary.min(rest.len()));
+        out.push((index, c));
+        index += c.len() as u64;
+        rest = r;
+    }
+    out
+}
+
+/// Parse, hash and deserialize the frames on all cores (each record's hashes depend only on its
+/// own bytes, and a run's Merkle subtrees only on its leaves) and hand the results to `consume`
+/// in frame order, on the calling thread, while the workers compute the chunks after it: the
+/// in-order checks (links, Merkle tree, checkpoints) overlap with the parallel work instead of
+/// waiting for all of it. The first error from `consume` stops the walk (the workers finish their
+/// current chunk and stop). `start`: the index the first frame should have.
 fn precompute_each<T: Send, E>(
     data: &[u8],
     frames: &[(usize, usize)],
+    start: u64,
     parse: fn(&[u8]) -> Result<T, String>,
-    mut consume: impl FnMut(Item<T>) -> Result<(), E>,
+    tree: bool,
+    mut consume: impl FnMut(Chunk<T>) -> Result<(), E>,
 ) -> Result<(), E> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads < 2 || frames.len() < 2 * CHUNK {
-        return precompute(data, frames, parse).into_iter().try_for_each(consume);
+        return consume(precompute(data, frames, parse, start, tree));
     }
-    let chunks: Vec<&[(usize, usize)]> = frames.chunks(CHUNK).collect();
+    let chunks = chunks(start, frames);
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let (tx, rx) = mpsc::channel::<(usize, Vec<Item<T>>)>();
+        let (tx, rx) = mpsc::channel::<(usize, Chunk<T>)>();
         for _ in 0..threads {
             let (tx, next, chunks) = (tx.clone(), &next, &chunks);
             s.spawn(move || {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = chunks.get(k) else { break };
-                    if tx.send((k, precompute(data, c, parse))).is_err() {
+                    let Some(&(first, c)) = chunks.get(k) else { break };
+                    if tx.send((k, precompute(data, c, parse, first, tree))).is_err() {
                         break;
                     }
                 }
@@ -381,10 +438,10 @@ fn precompute_each<T: Send, E>(
         let mut pending = BTreeMap::new();
         let mut want = 0;
         let mut run = || {
-            for (k, items) in rx.iter() {
-                pending.insert(k, items);
-                while let Some(items) = pending.remove(&want) {
-                    items.into_iter().try_for_each(&mut consume)?;
+            for (k, chunk) in rx.iter() {
+                pending.insert(k, chunk);
+                while let Some(chunk) = pending.remove(&want) {
+                    consume(chunk)?;
                     want += 1;
                 }
             }
@@ -403,12 +460,14 @@ fn precompute_each<T: Send, E>(
 }
 
 /// Walk and check every record in order; returns the head hash. `visit` gets each record's
-/// index, parsed value, body and leaf hash.
+/// index, parsed value and body; `tree`, if given, each run of records' Merkle subtrees, in
+/// order, once all of the run's records have passed.
 fn walk<T: Send>(
     dir: &Path,
     progress: Option<&dyn Fn(u64, u64)>,
     parse: fn(&[u8]) -> Result<T, String>,
-    mut visit: impl FnMut(u64, T, &[u8], &Hash),
+    mut visit: impl FnMut(u64, T, &[u8]),
+    mut tree: Option<&mut dyn FnMut(&Subtrees)>,
 ) -> Result<[u8; 32], VerifyError> {
     let io_err = |path: &Path| {
         let store = dir.to_path_buf();
@@ -466,7 +525,8 @@ fn walk<T: Send>(
                 frames.clear();
                 let fault = segment::frame_bounds(data, &mut frames);
                 let mut first = true;
-                precompute_each(data, &frames, parse, |item| {
+                let want_tree = tree.is_some();
+                let mut check = |item: Item<T>| {
                     if !item.crc {
                         return Err(broken(item.offset, expected, BreakKind::BadCrc));
                     }
@@ -508,8 +568,15 @@ fn walk<T: Send>(
                         .rec
                         .map_err(|detail| broken(item.offset, expected, BreakKind::BadJson { detail }))?;
                     head = item.entry;
-                    visit(expected, rec, body, &item.leaf);
+                    visit(expected, rec, body);
                     expected += 1;
+                    Ok(())
+                };
+                precompute_each(data, &frames, start, parse, want_tree, |chunk| {
+                    chunk.items.into_iter().try_for_each(&mut check)?;
+                    if let (Some(run), Some(tree)) = (&chunk.tree, tree.as_mut()) {
+                        tree(run);
+                    }
                     Ok(())
                 })?;
                 if let Some((offset, fault)) = fault {
