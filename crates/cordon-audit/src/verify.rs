@@ -247,15 +247,23 @@ fn parse_record(rec: &[u8]) -> Result<Record, String> {
 /// borrowed), without allocating a string per field. Whatever they do not accept goes through
 /// [`parse_record`], which decides and produces the error, so the verdict is always that of the
 /// full parse.
+///
+/// The twins read the record as `&str`, after one UTF-8 check of the whole record, so serde_json
+/// does not validate each string again. That accepts the same records: a byte sequence that is
+/// not UTF-8 is either inside a string (which the full parse rejects) or a syntax error, and such
+/// a record is declined here and left to the full parse.
 fn parse_kind(rec: &[u8]) -> Result<bool, String> {
-    if rec.starts_with(br#"{"kind":"decision","#) && serde_json::from_slice::<DecisionCheck<'_>>(rec).is_ok()
-    {
-        return Ok(true);
-    }
-    if rec.starts_with(br#"{"kind":"completion","#)
-        && serde_json::from_slice::<CompletionCheck<'_>>(rec).is_ok()
-    {
-        return Ok(false);
+    if let Ok(text) = std::str::from_utf8(rec) {
+        if text.starts_with(r#"{"kind":"decision","#)
+            && serde_json::from_str::<DecisionCheck<'_>>(text).is_ok()
+        {
+            return Ok(true);
+        }
+        if text.starts_with(r#"{"kind":"completion","#)
+            && serde_json::from_str::<CompletionCheck<'_>>(text).is_ok()
+        {
+            return Ok(false);
+        }
     }
     parse_record(rec).map(|r| matches!(r, Record::Decision(_)))
 }
@@ -712,10 +720,15 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             let accepted = if is_decision {
                 assert!(serde_json::from_slice::<DecisionCheck<'_>>(&bytes).is_ok());
-                agree::<DecisionRecord>(&v, |b| serde_json::from_slice::<DecisionCheck<'_>>(b).is_ok())
+                agree::<DecisionRecord>(&v, |b| {
+                    std::str::from_utf8(b).is_ok_and(|t| serde_json::from_str::<DecisionCheck<'_>>(t).is_ok())
+                })
             } else {
                 assert!(serde_json::from_slice::<CompletionCheck<'_>>(&bytes).is_ok());
-                agree::<CompletionRecord>(&v, |b| serde_json::from_slice::<CompletionCheck<'_>>(b).is_ok())
+                agree::<CompletionRecord>(&v, |b| {
+                    std::str::from_utf8(b)
+                        .is_ok_and(|t| serde_json::from_str::<CompletionCheck<'_>>(t).is_ok())
+                })
             };
             assert!(accepted > 0);
         }
@@ -728,5 +741,18 @@ mod tests {
             &s[1..].replace("\"kind\":\"completion\",", "")
         );
         assert_eq!(parse_kind(s.as_bytes()), Ok(false));
+        // Not UTF-8 inside a string, or outside one: rejected as the full parse rejects it.
+        for rec in [sample_decision(7), sample_completion()] {
+            let good = serde_json::to_vec(&rec).unwrap();
+            let at = good.windows(5).position(|w| w == b"\"ts\":").unwrap() + 7;
+            for (pos, byte) in [(at, 0xffu8), (at, 0xc3), (good.len() - 1, 0xff)] {
+                let mut bad = good.clone();
+                bad.insert(pos, byte);
+                let full = parse_record(&bad).map(|r| matches!(r, Record::Decision(_)));
+                assert!(full.is_err(), "{}", String::from_utf8_lossy(&bad));
+                assert_eq!(parse_kind(&bad), full);
+            }
+            assert_eq!(parse_kind(&good), Ok(matches!(rec, Record::Decision(_))));
+        }
     }
 }
