@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{BreakKind, VerifyError, describe_json_error};
@@ -344,45 +344,43 @@ struct Chunk<T> {
     tree: Option<Subtrees>,
 }
 
-/// Hash, parse and check the `frames` of `data`; `first` is the index the first of them should
-/// have, `tree` whether to hash the Merkle subtrees of the run too.
+/// Hash, parse and check the `frames` of `data` into `items` (empty; a reused buffer); `first` is
+/// the index the first frame should have, `tree` whether to hash the Merkle subtrees of the run.
 fn precompute<T>(
     data: &[u8],
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
     first: u64,
     tree: bool,
+    mut items: Vec<Item<T>>,
 ) -> Chunk<T> {
-    let items: Vec<Item<T>> = frames
-        .iter()
-        .map(|&(offset, end)| {
-            let body = &data[offset + segment::HEADER..end];
-            let crc = segment::crc_ok(data, offset, end);
-            match segment::parse_envelope(body).filter(|_| crc) {
-                Some(env) => {
-                    let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body);
-                    Item {
-                        offset,
-                        end,
-                        env: Some((env.index, env.prev)),
-                        crc,
-                        entry,
-                        leaf,
-                        rec: parse(env.rec),
-                    }
-                }
-                None => Item {
+    items.extend(frames.iter().map(|&(offset, end)| {
+        let body = &data[offset + segment::HEADER..end];
+        let crc = segment::crc_ok(data, offset, end);
+        match segment::parse_envelope(body).filter(|_| crc) {
+            Some(env) => {
+                let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body);
+                Item {
                     offset,
                     end,
-                    env: None,
+                    env: Some((env.index, env.prev)),
                     crc,
-                    entry: ZERO_HASH,
-                    leaf: ZERO_HASH,
-                    rec: Err(String::new()),
-                },
+                    entry,
+                    leaf,
+                    rec: parse(env.rec),
+                }
             }
-        })
-        .collect();
+            None => Item {
+                offset,
+                end,
+                env: None,
+                crc,
+                entry: ZERO_HASH,
+                leaf: ZERO_HASH,
+                rec: Err(String::new()),
+            },
+        }
+    }));
     let tree = tree.then(|| Subtrees::new(first, items.iter().map(|i| i.leaf).collect()));
     Chunk { items, tree }
 }
@@ -420,23 +418,36 @@ fn precompute_each<T: Send, E>(
     start: u64,
     parse: fn(&[u8]) -> Result<T, String>,
     tree: bool,
-    mut consume: impl FnMut(Chunk<T>) -> Result<(), E>,
+    mut consume: impl FnMut(&mut Chunk<T>) -> Result<(), E>,
 ) -> Result<(), E> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads < 2 || frames.len() < 2 * CHUNK {
-        return consume(precompute(data, frames, parse, start, tree));
+        return consume(&mut precompute(data, frames, parse, start, tree, Vec::new()));
     }
     let chunks = chunks(start, frames);
     let next = AtomicUsize::new(0);
+    // Item buffers (~160 KiB a chunk) go back to the workers once consumed: allocating and
+    // freeing them per chunk, across threads, cost page faults and TLB shootdowns (glibc returns
+    // such blocks to the kernel).
+    let spare: Mutex<Vec<Vec<Item<T>>>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<(usize, Chunk<T>)>();
         for _ in 0..threads {
-            let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+            let (tx, next, chunks, spare) = (tx.clone(), &next, &chunks, &spare);
             s.spawn(move || {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(first, c)) = chunks.get(k) else { break };
-                    if tx.send((k, precompute(data, c, parse, first, tree))).is_err() {
+                    let buf = spare
+                        .lock()
+                        .map(|mut v| v.pop())
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    if tx
+                        .send((k, precompute(data, c, parse, first, tree, buf)))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -448,8 +459,12 @@ fn precompute_each<T: Send, E>(
         let mut run = || {
             for (k, chunk) in rx.iter() {
                 pending.insert(k, chunk);
-                while let Some(chunk) = pending.remove(&want) {
-                    consume(chunk)?;
+                while let Some(mut chunk) = pending.remove(&want) {
+                    consume(&mut chunk)?;
+                    chunk.items.clear();
+                    if let Ok(mut v) = spare.lock() {
+                        v.push(chunk.items);
+                    }
                     want += 1;
                 }
             }
@@ -581,7 +596,7 @@ fn walk<T: Send>(
                     Ok(())
                 };
                 precompute_each(data, &frames, start, parse, want_tree, |chunk| {
-                    chunk.items.into_iter().try_for_each(&mut check)?;
+                    chunk.items.drain(..).try_for_each(&mut check)?;
                     if let (Some(run), Some(tree)) = (&chunk.tree, tree.as_mut()) {
                         tree(run);
                     }
