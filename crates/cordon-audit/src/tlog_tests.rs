@@ -506,6 +506,20 @@ async fn parallel_merkle_subtrees_check_every_checkpoint_size() {
     assert_eq!(e.kind(), Some(&BreakKind::CheckpointMismatch { size }));
 }
 
+/// An empty segment file holds no records, whatever index it is named for: verification walks
+/// past it as before (its empty Merkle run is not appended).
+#[tokio::test]
+async fn an_empty_segment_adds_nothing_to_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let store = FileStore::open(&dir, opts(5, vec![])).unwrap();
+    append_n(&store, 12).await;
+    drop(store);
+    let before = verify_store(&dir).unwrap();
+    fs::write(dir.join(segment::segment_name(99)), b"").unwrap();
+    assert_eq!(verify_store(&dir).unwrap(), before);
+}
+
 /// The witness hook receives every signed checkpoint on stdin; a failing hook is counted and never
 /// fails appends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

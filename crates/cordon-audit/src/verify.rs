@@ -621,7 +621,10 @@ fn walk<T: Send>(
                 };
                 precompute_each(data, &frames, start, parse, want_tree, |chunk| {
                     chunk.items.drain(..).try_for_each(&mut check)?;
-                    if let (Some(run), Some(tree)) = (&chunk.tree, tree.as_mut()) {
+                    // An empty segment has an empty run, named for whatever index: nothing to add.
+                    if let (Some(run), Some(tree)) = (&chunk.tree, tree.as_mut())
+                        && run.end() > run.start()
+                    {
                         tree(run);
                     }
                     Ok(())
