@@ -3,12 +3,12 @@
 //!
 //! ```text
 //! body           = {"i":<index>,"prev":"<64 lowercase hex>","rec":<record JSON>}
-//! entry_hash(i)  = SHA-256(entry_hash(i-1) || body(i)),  entry_hash(-1) = 32 zero bytes
-//! leaf_hash(i)   = SHA-256(0x00 || body(i))              (RFC 6962 leaf hash)
+//! leaf_hash(i)   = SHA-256(0x00 || body(i))                           (RFC 6962 leaf hash)
+//! entry_hash(i)  = SHA-256(0x02 || entry_hash(i-1) || leaf_hash(i)),  entry_hash(-1) = 32 zero bytes
 //! ```
 
-pub use cordon_audit::body::entry_hash;
 pub(crate) use cordon_audit::body::{Envelope, ZERO_HASH};
+pub use cordon_audit::body::{entry_and_leaf_hash, entry_hash};
 
 /// RFC 6962 leaf hash: SHA-256(0x00 || body) (`cordon_audit::merkle::leaf_hash`).
 pub use cordon_audit::merkle::leaf_hash;
@@ -36,7 +36,8 @@ mod tests {
             buf,
             format!(r#"{{"i":0,"prev":"{}","rec":{{"kind":"x"}}}}"#, "0".repeat(64)).as_bytes()
         );
-        let h0 = entry_hash(&ZERO_HASH, &buf);
+        let h0 = entry_hash(&ZERO_HASH, &leaf_hash(&buf));
+        assert_eq!(entry_and_leaf_hash(&ZERO_HASH, &buf), (h0, leaf_hash(&buf)));
         let mut b1 = Vec::new();
         encode_body(&mut b1, 12345678901, &h0, br#"{"kind":"y"}"#);
         let e = parse_body(&b1).unwrap();

@@ -9,8 +9,9 @@
 //! # Format
 //! A row's `body` is byte for byte the file store's record body (cordon-audit `segment.rs`):
 //! `{"i":<idx>,"prev":"<hex entry hash of idx-1, or 64 zeros>","rec":<record JSON>}`;
-//! `entry_hash = SHA-256(prev || body)` chains the records, and `leaf_hash = SHA-256(0x00 || body)`
-//! is the RFC 6962 leaf. Hashes are computed by the gateway; the database stores batches.
+//! `leaf_hash = SHA-256(0x00 || body)` is the RFC 6962 leaf, and
+//! `entry_hash = SHA-256(0x02 || prev || leaf_hash)` chains the records (each body is hashed once).
+//! Hashes are computed by the gateway; the database stores batches.
 //!
 //! # Append-only, enforced by the database
 //! The gateway writes as [`WRITER_ROLE`] (`SET ROLE` on each connection), which holds only
@@ -35,7 +36,7 @@ mod store;
 mod url;
 mod verify;
 
-pub use body::{entry_hash, leaf_hash};
+pub use body::{entry_and_leaf_hash, entry_hash, leaf_hash};
 pub use error::{PgError, describe_pg_error};
 pub use schema::{APPEND_ONLY_MESSAGE, WRITER_ROLE, migrate, migrate_with_role};
 pub use store::{PgAck, PgStore, PgStoreOptions, PgStoreStats};

@@ -477,8 +477,7 @@ impl Writer {
                 what: "chain index",
                 why: "exceeds the bigint range",
             })?;
-            row.entry = body::entry_hash(&head, &row.body);
-            row.leaf = body::leaf_hash(&row.body);
+            (row.entry, row.leaf) = body::entry_and_leaf_hash(&head, &row.body);
             head = row.entry;
             next += 1;
         }
@@ -601,7 +600,7 @@ impl Writer {
         if i64::try_from(env.index).ok() != Some(idx) {
             return Err(corrupt("the body names another index"));
         }
-        let computed = body::entry_hash(&env.prev, body);
+        let (computed, _) = body::entry_and_leaf_hash(&env.prev, body);
         if stored != computed {
             return Err(corrupt("the body does not match its entry hash"));
         }

@@ -280,8 +280,7 @@ async fn verify_in(
                     },
                 ));
             }
-            let entry = body::entry_hash(&env.prev, body);
-            let leaf = body::leaf_hash(body);
+            let (entry, leaf) = body::entry_and_leaf_hash(&env.prev, body);
             if stored_entry != entry || stored_leaf != leaf {
                 return Err(broken(expected, PgBreakKind::Modified));
             }

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cordon_audit::{AuditStore, FileStore, Record, StoreOptions};
 use cordon_audit_pg::{
-    APPEND_ONLY_MESSAGE, PgBreakKind, PgStore, PgStoreOptions, PgVerifyError, WRITER_ROLE, entry_hash,
-    leaf_hash, migrate, verify_config, verify_url,
+    APPEND_ONLY_MESSAGE, PgBreakKind, PgStore, PgStoreOptions, PgVerifyError, WRITER_ROLE,
+    entry_and_leaf_hash, migrate, verify_config, verify_url,
 };
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -319,7 +319,7 @@ async fn tampering_is_named_by_chain_index_and_kind() {
     let prev_hex = &text[text.find("\"prev\":\"").unwrap() + 8..][..64];
     let mut prev = [0u8; 32];
     hex::decode_to_slice(prev_hex, &mut prev).unwrap();
-    let (e, l) = (entry_hash(&prev, text.as_bytes()), leaf_hash(text.as_bytes()));
+    let (e, l) = entry_and_leaf_hash(&prev, text.as_bytes());
     db.tamper(&format!(
         "UPDATE \"{s}\".records SET body = '\\x{}'::bytea, entry_hash = '\\x{}'::bytea, leaf_hash = '\\x{}'::bytea \
          WHERE chain_id = 'gw-a' AND idx = 6",

@@ -704,7 +704,9 @@ fn valid_segment(n: u64) -> Vec<u8> {
         } else {
             sample_decision(k)
         };
-        prev = segment::encode_frame(&mut buf, k, &prev, &serde_json::to_vec(&rec).unwrap()).unwrap();
+        prev = segment::encode_frame(&mut buf, k, &prev, &serde_json::to_vec(&rec).unwrap())
+            .unwrap()
+            .0;
     }
     buf
 }

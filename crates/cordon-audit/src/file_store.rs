@@ -3,7 +3,7 @@
 //! ([`crate::tlog`]).
 //!
 //! Opening recovers the chain head from the last segment only (its last body carries `prev`, so
-//! the head is `SHA-256(prev || body)` without rereading history). Damage at the end of the last
+//! the head is `SHA-256(0x02 || prev || leaf hash(body))` without rereading history). Damage at the end of the last
 //! segment with no intact frame after it is a torn write from a crash: it is cut back to the last
 //! whole record, with a warning. Damage followed by intact frames means acknowledged records sit
 //! behind it: open refuses with [`AuditError::Corrupt`] (fail closed: the gateway answers
@@ -468,7 +468,7 @@ fn scan_segment(
             }
         }
     }
-    let head = last.map(|(i, body, prev)| (i, segment::entry_hash(&prev, body)));
+    let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, body).0));
     Ok((head, good_end))
 }
 

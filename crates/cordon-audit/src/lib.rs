@@ -9,11 +9,11 @@
 //! # On-disk format
 //! A store is a directory of segments `{first index:020}.log` (rolled at ~64 MiB) of frames
 //! `[u32 LE len][u32 LE crc32c(body)][body]`, body =
-//! `{"i":<index>,"prev":"<hex entry hash of i-1, or 64 zeros>","rec":<record JSON>}`, and
-//! entry hash(i) = SHA-256(entry hash(i-1) || body(i)).
+//! `{"i":<index>,"prev":"<hex entry hash of i-1, or 64 zeros>","rec":<record JSON>}`.
 //!
 //! The same bodies are the leaves of an RFC 6962 / RFC 9162 Merkle tree ([`merkle`]): leaf i =
-//! SHA-256(0x00 || body(i)). The writer keeps the tree's right edge ([`merkle::Frontier`]) and,
+//! SHA-256(0x00 || body(i)), and the chain links them: entry hash(i) =
+//! SHA-256(0x02 || entry hash(i-1) || leaf i), so each body is hashed once. The writer keeps the tree's right edge ([`merkle::Frontier`]) and,
 //! every [`StoreOptions::checkpoint_every`] records or [`StoreOptions::checkpoint_interval`] (and
 //! at clean shutdown), a second thread signs a C2SP tlog checkpoint ([`checkpoint`], [`note`];
 //! Ed25519) into `checkpoints/{size:020}.ckpt` and publishes it to
@@ -42,9 +42,12 @@
 
 pub mod bundle;
 /// The record body format shared by every store: `{"i":<index>,"prev":"<hex>","rec":<record>}`,
-/// chained by `entry_hash(i) = SHA-256(entry_hash(i-1) || body(i))` and hashed as Merkle leaves.
+/// hashed as RFC 6962 Merkle leaves (`leaf_hash(i) = SHA-256(0x00 || body(i))`) and chained by
+/// `entry_hash(i) = SHA-256(0x02 || entry_hash(i-1) || leaf_hash(i))`.
 pub mod body {
-    pub use crate::segment::{Envelope, ZERO_HASH, append_body, entry_hash, parse_envelope};
+    pub use crate::segment::{
+        Envelope, ZERO_HASH, append_body, entry_and_leaf_hash, entry_hash, parse_envelope,
+    };
 }
 pub mod checkpoint;
 mod error;

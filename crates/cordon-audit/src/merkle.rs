@@ -8,7 +8,9 @@
 //! Generation from a slice of leaf hashes ([`root`], [`inclusion_proof`], [`consistency_proof`])
 //! costs O(n) hashing (every subtree is hashed once); [`Frontier`] keeps only the O(log n)
 //! perfect-subtree roots of the right edge, so appending is amortized one node hash per leaf and
-//! [`Frontier::root`] is O(log n). A consistency proof from size m to n needs only the frontier at
+//! [`Frontier::root`] is O(log n). [`Subtrees`] hashes the perfect subtrees inside a run of
+//! leaves on its own (so runs can be hashed in parallel), and [`Frontier::extend_from`] appends
+//! such a run in O(log n) node hashes, stopping at any size inside it. A consistency proof from size m to n needs only the frontier at
 //! m plus the leaf hashes appended after it ([`Frontier::consistency_proof`]): every proof node
 //! left of m is a frontier node of m.
 //!
@@ -118,6 +120,51 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// Append a whole perfect subtree of 2^`level` leaves by its root hash: the same frontier as
+    /// pushing its leaves one by one. The subtree must start at an aligned position (the size is a
+    /// multiple of 2^`level`), as every perfect subtree of an RFC 6962 tree does.
+    pub fn push_subtree(&mut self, level: u32, hash: Hash) {
+        assert!(
+            level < 64 && self.size.trailing_zeros() >= level,
+            "subtree of 2^{level} leaves pushed at unaligned size {}",
+            self.size
+        );
+        let mut h = hash;
+        let mut s = self.size >> level;
+        while s & 1 == 1 {
+            // Cannot fail: one node per set bit of the size, and the bits below `level` are 0.
+            let left = self.nodes.pop().unwrap_or_default();
+            h = node_hash(&left, &h);
+            s >>= 1;
+        }
+        self.nodes.push(h);
+        self.size += 1 << level;
+    }
+
+    /// Append the leaves of `run` from the current size up to (not including) leaf `end`, as few
+    /// whole subtrees as alignment allows: O(log n) node hashes here, whatever the length.
+    /// Needs `run.start() <= self.size() <= end <= run.end()`.
+    pub fn extend_from(&mut self, run: &Subtrees, end: u64) {
+        assert!(
+            run.start <= self.size && self.size <= end && end <= run.end(),
+            "leaves {}..{end} are not in the run {}..{}",
+            self.size,
+            run.start,
+            run.end()
+        );
+        while self.size < end {
+            let pos = self.size;
+            // The largest aligned subtree at `pos` that ends by `end`; it lies inside the run, so
+            // the run holds its hash. Level 0 (one leaf) always fits.
+            let mut level = pos.trailing_zeros().min(run.levels.len() as u32 - 1);
+            while pos + (1u64 << level) > end {
+                level -= 1;
+            }
+            let hash = run.node(level, pos >> level);
+            self.push_subtree(level, hash);
+        }
+    }
+
     /// The root hash of the tree (MTH), O(log n).
     pub fn root(&self) -> Hash {
         let mut it = self.nodes.iter().rev();
@@ -174,6 +221,60 @@ impl Frontier {
             &mut out,
         );
         out
+    }
+}
+
+/// Every perfect subtree inside a run of consecutive leaves `[start, start + n)` of a tree: the
+/// nodes at each level whose leaf range lies within the run. Built from the leaf hashes alone
+/// (n - 1 node hashes at most), so runs can be hashed in parallel and then appended to a
+/// [`Frontier`] with [`Frontier::extend_from`] in O(log n) each, up to any size inside the run.
+#[derive(Clone, Debug)]
+pub struct Subtrees {
+    start: u64,
+    /// `levels[l][j]` is the node of 2^l leaves starting at leaf `(first(l) + j) << l`.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Subtrees {
+    /// The subtrees of the run of `leaves` (leaf hashes) starting at leaf index `start`.
+    pub fn new(start: u64, leaves: Vec<Hash>) -> Self {
+        let mut levels = vec![leaves];
+        let mut first = start;
+        loop {
+            let below = &levels[levels.len() - 1];
+            // Nodes one level up whose two children both lie in the run.
+            let up_first = first.div_ceil(2);
+            let up_end = (first + below.len() as u64) / 2;
+            if up_end <= up_first {
+                break;
+            }
+            let up: Vec<Hash> = (up_first..up_end)
+                .map(|q| {
+                    let i = (2 * q - first) as usize;
+                    node_hash(&below[i], &below[i + 1])
+                })
+                .collect();
+            levels.push(up);
+            first = up_first;
+        }
+        Subtrees { start, levels }
+    }
+
+    /// Index of the first leaf.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// One past the index of the last leaf.
+    pub fn end(&self) -> u64 {
+        self.start + self.levels[0].len() as u64
+    }
+
+    /// The node at `level` with index `q` at that level (leaves `q << level ..`).
+    fn node(&self, level: u32, q: u64) -> Hash {
+        // The first node index at `level`: ceil(start / 2^level).
+        let first = self.start.div_ceil(1u64 << level);
+        self.levels[level as usize][(q - first) as usize]
     }
 }
 
@@ -540,6 +641,78 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    fn distinct_leaves(n: usize) -> Vec<Hash> {
+        (0..n as u64).map(|i| leaf_hash(&i.to_le_bytes())).collect()
+    }
+
+    /// Whole subtrees pushed from a run give exactly the frontier of pushing the same leaves one
+    /// by one, at every size inside the run, for runs at every offset (aligned or not).
+    #[test]
+    fn extend_from_a_run_matches_pushing_leaves() {
+        let all = distinct_leaves(1100);
+        let mut before = Frontier::new();
+        for start in 0..70usize {
+            for n in [0usize, 1, 2, 3, 5, 8, 13, 31, 32, 33, 64, 100] {
+                let run = Subtrees::new(start as u64, all[start..start + n].to_vec());
+                assert_eq!((run.start(), run.end()), (start as u64, (start + n) as u64));
+                let mut one_by_one = before.clone();
+                for end in start..=start + n {
+                    if end > start {
+                        one_by_one.push_hash(all[end - 1]);
+                    }
+                    let mut whole = before.clone();
+                    whole.extend_from(&run, end as u64);
+                    assert_eq!(whole, one_by_one, "start {start} n {n} end {end}");
+                    assert_eq!(whole.root(), root(&all[..end]));
+                }
+                // Stopping on the way (at checkpoint sizes) changes nothing.
+                let mut stepped = before.clone();
+                for end in (start..=start + n).step_by(3).chain([start + n]) {
+                    stepped.extend_from(&run, end as u64);
+                }
+                assert_eq!(stepped, one_by_one, "start {start} n {n} stepped");
+            }
+            before.push_hash(all[start]);
+        }
+        // Runs of 1,024 aligned leaves (the verifier's chunks) and one straddling them.
+        let mut f = Frontier::new();
+        let mut g = Frontier::new();
+        for (k, c) in all[..1024].chunks(256).enumerate() {
+            let run = Subtrees::new(k as u64 * 256, c.to_vec());
+            assert_eq!(run.levels.len(), 9);
+            f.extend_from(&run, run.end());
+            c.iter().for_each(|h| g.push_hash(*h));
+            assert_eq!(f, g);
+        }
+        let run = Subtrees::new(1024, all[1024..1100].to_vec());
+        f.extend_from(&run, 1100);
+        assert_eq!(f.root(), root(&all));
+    }
+
+    #[test]
+    fn push_subtree_matches_pushing_leaves() {
+        let all = distinct_leaves(96);
+        let mut f = Frontier::new();
+        // 32 + 16 + 8 + 8 + 32: sizes 32, 48, 56, 64, 96.
+        for (start, level) in [(0usize, 5u32), (32, 4), (48, 3), (56, 3), (64, 5)] {
+            f.push_subtree(level, root(&all[start..start + (1 << level)]));
+            assert_eq!(f.root(), root(&all[..start + (1 << level)]));
+        }
+        assert_eq!(f, {
+            let mut g = Frontier::new();
+            all.iter().for_each(|h| g.push_hash(*h));
+            g
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "unaligned")]
+    fn push_subtree_refuses_an_unaligned_subtree() {
+        let mut f = Frontier::new();
+        f.push_hash(leaf_hash(b"a"));
+        f.push_subtree(1, [0; 32]);
     }
 
     type Oracle = ct_merkle::mem_backed_tree::MemoryBackedTree<sha2::Sha256, Vec<u8>>;

@@ -56,7 +56,7 @@ use std::time::Duration;
 use crate::checkpoint::Checkpoint;
 use crate::error::{AuditError, BreakKind, VerifyError};
 use crate::keyfile::sync_dir;
-use crate::merkle::{self, Frontier, Hash};
+use crate::merkle::{Frontier, Hash};
 use crate::note::NoteVerifier;
 use crate::segment::{self, Fault, Frames, HEADER, ZERO_HASH};
 use crate::tlog::{self, CKPT_DIR, LATEST, VKEY_FILE};
@@ -1078,8 +1078,8 @@ impl Walker {
             return Err(self.broken(at, BreakKind::Modified));
         }
         let body = &self.data[at + HEADER..end];
-        self.head = segment::entry_hash(&prev, body);
-        let leaf = merkle::leaf_hash(body);
+        let (head, leaf) = segment::entry_and_leaf_hash(&prev, body);
+        self.head = head;
         self.first_in_seg = false;
         self.pos = end;
         self.index += 1;

@@ -92,7 +92,7 @@ fn forged_frame(seg: &Path) -> Vec<u8> {
     let data = fs::read(seg).unwrap();
     let last = Frames::new(&data).map(|f| f.unwrap()).last().unwrap();
     let env = segment::parse_envelope(last.body).unwrap();
-    let head = segment::entry_hash(&env.prev, last.body);
+    let (head, _) = segment::entry_and_leaf_hash(&env.prev, last.body);
     let rec = serde_json::to_vec(&sample_decision(999)).unwrap();
     let mut buf = Vec::new();
     segment::encode_frame(&mut buf, env.index + 1, &head, &rec).unwrap();
@@ -496,5 +496,5 @@ fn the_store_itself_is_not_a_replica_and_an_empty_store_verifies() {
     assert_eq!(rep.sync_now().unwrap().replica_records, 0);
     let r = verify_replica(&primary, &replica).unwrap();
     assert_eq!((r.replica_records, r.primary_records), (0, 0));
-    assert_eq!(r.root_at_replica_size, hex::encode(merkle::empty_root()));
+    assert_eq!(r.root_at_replica_size, hex::encode(crate::merkle::empty_root()));
 }

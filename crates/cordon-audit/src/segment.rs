@@ -6,15 +6,21 @@
 //! ```text
 //! [u32 LE body length][u32 LE CRC-32C of body][body]
 //! body = {"i":<index>,"prev":"<64 lowercase hex>","rec":<record JSON>}
-//! entry hash(i) = SHA-256(entry hash(i-1) || body(i)),  entry hash(-1) = 32 zero bytes
+//! leaf hash(i)  = SHA-256(0x00 || body(i))                             (RFC 6962 Merkle leaf)
+//! entry hash(i) = SHA-256(0x02 || entry hash(i-1) || leaf hash(i)),  entry hash(-1) = 32 zero bytes
 //! ```
 //!
 //! `prev` is the entry hash of the previous record, so each body commits to the whole history
-//! before it. The body layout is exact (the writer emits it, the reader parses it strictly).
+//! before it. The chain link covers the body through its Merkle leaf hash, so every body is
+//! hashed once (the verifier needs the leaf hash anyway); the 0x02 prefix keeps a link apart from
+//! RFC 6962's leaves (0x00) and nodes (0x01). The body layout is exact (the writer emits it, the
+//! reader parses it strictly).
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::merkle::Hash;
 
 /// Frame header: length + CRC.
 pub(crate) const HEADER: usize = 8;
@@ -57,21 +63,27 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// SHA-256(prev || body): the hash-chain link.
-pub fn entry_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(prev);
-    ctx.update(body);
+/// Domain separation of a chain link from RFC 6962's leaf (0x00) and node (0x01) hashes.
+const ENTRY_PREFIX: u8 = 0x02;
+
+/// SHA-256(0x02 || prev || leaf): the hash-chain link, from the record's Merkle leaf hash
+/// ([`crate::merkle::leaf_hash`] of its body). It takes the leaf hash, not the body, so a caller
+/// that needs both (every writer and verifier) hashes the body once: see [`entry_and_leaf_hash`].
+pub fn entry_hash(prev: &[u8; 32], leaf: &Hash) -> [u8; 32] {
+    let mut buf = [0u8; 65];
+    buf[0] = ENTRY_PREFIX;
+    buf[1..33].copy_from_slice(prev);
+    buf[33..].copy_from_slice(leaf);
     let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &buf).as_ref());
     out
 }
 
-/// `(entry_hash(prev, body), merkle::leaf_hash(body))`, the two SHA-256 passes the verifier makes
-/// over every body. Both go through aws-lc-rs (SHA-NI where the CPU has it); a hand-written
-/// two-lane SHA-NI kernel was ~10% faster but is unsafe code we would rather not own.
-pub(crate) fn entry_and_leaf_hash(prev: &[u8; 32], body: &[u8]) -> ([u8; 32], [u8; 32]) {
-    (entry_hash(prev, body), crate::merkle::leaf_hash(body))
+/// `(entry hash, leaf hash)` of `body` chained to `prev`: one SHA-256 pass over the body (the
+/// leaf hash) and one over 65 bytes (the link).
+pub fn entry_and_leaf_hash(prev: &[u8; 32], body: &[u8]) -> ([u8; 32], Hash) {
+    let leaf = crate::merkle::leaf_hash(body);
+    (entry_hash(prev, &leaf), leaf)
 }
 
 fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
@@ -104,13 +116,14 @@ pub fn append_body(buf: &mut Vec<u8>, index: u64, prev: &[u8; 32], rec: &[u8]) {
 }
 
 /// Append one frame for `rec` (record JSON) at `index`, chained to `prev`. Returns the new entry
-/// hash, or the body length if it exceeds [`MAX_BODY`] (then `buf` is left unchanged).
+/// hash and the body's leaf hash, or the body length if it exceeds [`MAX_BODY`] (then `buf` is
+/// left unchanged).
 pub(crate) fn encode_frame(
     buf: &mut Vec<u8>,
     index: u64,
     prev: &[u8; 32],
     rec: &[u8],
-) -> Result<[u8; 32], usize> {
+) -> Result<([u8; 32], Hash), usize> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; HEADER]);
     append_body(buf, index, prev, rec);
@@ -123,7 +136,7 @@ pub(crate) fn encode_frame(
     let crc = crc32c::crc32c(body);
     head[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
     head[4..].copy_from_slice(&crc.to_le_bytes());
-    Ok(entry_hash(prev, body))
+    Ok(entry_and_leaf_hash(prev, body))
 }
 
 /// Lowercase hex digit values; 0xff for every other byte.
@@ -315,8 +328,8 @@ mod tests {
     #[test]
     fn frame_round_trip_and_strict_parse() {
         let mut buf = Vec::new();
-        let h0 = encode_frame(&mut buf, 0, &ZERO_HASH, br#"{"kind":"x"}"#).unwrap();
-        let h1 = encode_frame(&mut buf, 12345678901, &h0, br#"{"kind":"y"}"#).unwrap();
+        let (h0, l0) = encode_frame(&mut buf, 0, &ZERO_HASH, br#"{"kind":"x"}"#).unwrap();
+        let (h1, l1) = encode_frame(&mut buf, 12345678901, &h0, br#"{"kind":"y"}"#).unwrap();
         let frames: Vec<_> = Frames::new(&buf).collect::<Result<_, _>>().unwrap();
         assert_eq!(frames.len(), 2);
         let e0 = parse_envelope(frames[0].body).unwrap();
@@ -327,7 +340,10 @@ mod tests {
         let e1 = parse_envelope(frames[1].body).unwrap();
         assert_eq!(e1.index, 12345678901);
         assert_eq!(e1.prev, h0);
-        assert_eq!(entry_hash(&e1.prev, frames[1].body), h1);
+        assert_eq!(l0, crate::merkle::leaf_hash(frames[0].body));
+        assert_eq!(l1, crate::merkle::leaf_hash(frames[1].body));
+        assert_eq!(entry_hash(&e1.prev, &l1), h1);
+        assert_eq!(entry_and_leaf_hash(&e1.prev, frames[1].body), (h1, l1));
         // The body is valid JSON.
         let v: serde_json::Value = serde_json::from_slice(frames[1].body).unwrap();
         assert_eq!(v["prev"], hex::encode(h0));
@@ -345,27 +361,46 @@ mod tests {
         }
     }
 
+    /// The chain link, pinned: SHA-256(0x02 || prev || SHA-256(0x00 || body)). The expected values
+    /// were computed independently (Python's hashlib).
     #[test]
-    fn entry_and_leaf_hash_match_the_reference() {
+    fn entry_hash_matches_the_reference() {
+        let sha = |parts: &[&[u8]]| {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            parts.iter().for_each(|p| ctx.update(p));
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        };
         let mut body = Vec::new();
         let mut prev = [0u8; 32];
-        for n in 0..700usize {
-            // Every length around the block boundaries of both messages, varied contents.
+        for n in 0..300usize {
             body.push((n as u8).wrapping_mul(31).wrapping_add(7));
             prev[n % 32] ^= n as u8;
             let (e, l) = entry_and_leaf_hash(&prev, &body);
-            assert_eq!(e, entry_hash(&prev, &body), "entry, len {}", body.len());
-            assert_eq!(l, crate::merkle::leaf_hash(&body), "leaf, len {}", body.len());
+            assert_eq!(l, sha(&[&[0], &body]), "leaf, len {}", body.len());
+            assert_eq!(e, sha(&[&[2], &prev, &l]), "entry, len {}", body.len());
+            assert_eq!(e, entry_hash(&prev, &l));
         }
         let (e, l) = entry_and_leaf_hash(&ZERO_HASH, b"");
-        assert_eq!(
-            (e, l),
-            (entry_hash(&ZERO_HASH, b""), crate::merkle::leaf_hash(b""))
-        );
         // RFC 6962: the leaf hash of the empty string.
         assert_eq!(
             hex::encode(l),
             "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+        assert_eq!(
+            hex::encode(e),
+            "53cc28b203227f98ab407f4364eb99c7d3902400da57c8a4d35aa471036ee791"
+        );
+        let mut buf = Vec::new();
+        let (e, l) = encode_frame(&mut buf, 0, &ZERO_HASH, br#"{"kind":"x"}"#).unwrap();
+        assert_eq!(
+            hex::encode(l),
+            "027cbf98f2de2c7b1ee7f3031885ca3c1231e154c2d7423d272edc6b8dcfdd45"
+        );
+        assert_eq!(
+            hex::encode(e),
+            "011a0107824cf9b31482ba02cc7b0d4eea1da585fec0ccb8ddc757aa8c311ac7"
         );
     }
 

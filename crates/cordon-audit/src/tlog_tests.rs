@@ -440,6 +440,86 @@ async fn parallel_verification_reports_the_first_damage() {
     assert_eq!(verify_store(&dir).unwrap().records, 3000);
 }
 
+/// Segments big enough for the parallel pass, starting at unaligned indices, with checkpoints at
+/// sizes that are not chunk boundaries: the Merkle subtrees hashed by the workers give the same
+/// roots as leaf-by-leaf pushing, and a forged root at such a size is caught at that size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_merkle_subtrees_check_every_checkpoint_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let store = Arc::new(FileStore::open_with_segment_limit(&dir, opts(777, vec![]), 2_500_000).unwrap());
+    let mut handles = Vec::new();
+    for t in 0..50u64 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for k in 0..150u64 {
+                let rec = if k % 2 == 0 {
+                    sample_decision(t * 1000 + k)
+                } else {
+                    sample_completion()
+                };
+                store.append(&rec).unwrap().await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    drop(Arc::into_inner(store).unwrap());
+    let starts: Vec<u64> = segment::list_segments(&dir)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert!(starts.len() >= 2, "segments at {starts:?}");
+    assert!(
+        !starts[1].is_multiple_of(1024) && starts[1] >= 2048,
+        "segments at {starts:?}"
+    );
+    let report = verify_store(&dir).unwrap();
+    assert_eq!((report.records, report.unattested), (7500, 0));
+    let mut leaves = Vec::new();
+    crate::verify::read_bodies(&dir, |_, b| leaves.push(crate::merkle::leaf_hash(b))).unwrap();
+    assert_eq!(report.tree_root, hex::encode(crate::merkle::root(&leaves)));
+    // A checkpoint inside the second segment, not on a chunk boundary, re-signed with the key but
+    // the root of another size.
+    let sizes = local_sizes(&dir);
+    assert!(sizes.len() >= 9, "checkpoints at {sizes:?}");
+    let size = *sizes
+        .iter()
+        .find(|&&s| s > starts[1] + 1024 && !s.is_multiple_of(1024) && !starts.contains(&s) && s < 7500)
+        .unwrap();
+    let path = dir.join(CKPT_DIR).join(tlog::ckpt_name(size));
+    let original = Checkpoint::parse_unverified(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(original.root, crate::merkle::root(&leaves[..size as usize]));
+    let der = fs::read(dir.join(tlog::KEY_FILE)).unwrap();
+    let signer = NoteSigner::from_pkcs8(&original.origin, &der).unwrap();
+    let wrong = crate::merkle::root(&leaves[..size as usize - 1]);
+    fs::write(
+        &path,
+        Checkpoint::new(&original.origin, size, wrong)
+            .sign(&signer)
+            .unwrap(),
+    )
+    .unwrap();
+    let e = verify_store(&dir).unwrap_err();
+    assert_eq!(e.kind(), Some(&BreakKind::CheckpointMismatch { size }));
+}
+
+/// An empty segment file holds no records, whatever index it is named for: verification walks
+/// past it as before (its empty Merkle run is not appended).
+#[tokio::test]
+async fn an_empty_segment_adds_nothing_to_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let store = FileStore::open(&dir, opts(5, vec![])).unwrap();
+    append_n(&store, 12).await;
+    drop(store);
+    let before = verify_store(&dir).unwrap();
+    fs::write(dir.join(segment::segment_name(99)), b"").unwrap();
+    assert_eq!(verify_store(&dir).unwrap(), before);
+}
+
 /// The witness hook receives every signed checkpoint on stdin; a failing hook is counted and never
 /// fails appends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{BreakKind, VerifyError, describe_json_error};
-use crate::merkle::{Frontier, Hash};
+use crate::merkle::{Frontier, Hash, Subtrees};
 use crate::note::NoteVerifier;
 use crate::record::{CallerRecord, Evidence, Latency, Outcome, Payload, Record};
 use crate::segment::{self, Fault, ZERO_HASH};
@@ -86,16 +86,38 @@ pub fn verify_store_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyR
         }
     };
     check(&tree);
-    let head = walk(dir, opts.progress, parse_kind, |_, is_decision, _, leaf| {
-        report.records += 1;
-        if is_decision {
-            report.decisions += 1;
-        } else {
-            report.completions += 1;
+    // The workers hash each run's subtrees; here they are appended whole, stopping exactly at
+    // every checkpoint size inside the run to compare its root.
+    let mut extend = |run: &Subtrees| {
+        assert_eq!(
+            tree.size(),
+            run.start(),
+            "runs arrive in order, after their records"
+        );
+        let stops: Vec<u64> = claims
+            .range(run.start() + 1..=run.end())
+            .map(|(s, _)| *s)
+            .collect();
+        for size in stops {
+            tree.extend_from(run, size);
+            check(&tree);
         }
-        tree.push_hash(*leaf);
-        check(&tree);
-    })?;
+        tree.extend_from(run, run.end());
+    };
+    let head = walk(
+        dir,
+        opts.progress,
+        parse_kind,
+        |_, is_decision, _| {
+            report.records += 1;
+            if is_decision {
+                report.decisions += 1;
+            } else {
+                report.completions += 1;
+            }
+        },
+        Some(&mut extend),
+    )?;
     let ckpt_err = |file: &Path, size: u64, kind: BreakKind| VerifyError::Broken {
         store: dir.to_path_buf(),
         segment: file.display().to_string(),
@@ -165,25 +187,49 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
     let vkey_path = dir.join(tlog::VKEY_FILE);
     let vkey = fs::read_to_string(&vkey_path).map_err(io_err(&vkey_path))?;
     let verifier = NoteVerifier::parse(vkey.trim_end()).map_err(|e| bad(&vkey_path, e.to_string()))?;
-    for (named, file) in files {
-        let bytes = fs::read(&file).map_err(io_err(&file))?;
+    let open = |named: Option<u64>, file: &Path| -> Result<(u64, Claim), VerifyError> {
+        let bytes = fs::read(file).map_err(io_err(file))?;
         let c = Checkpoint::open(&bytes, std::slice::from_ref(&verifier))
-            .map_err(|e| bad(&file, format!("not a valid checkpoint of this store: {e}")))?;
+            .map_err(|e| bad(file, format!("not a valid checkpoint of this store: {e}")))?;
         if c.origin != verifier.name() {
-            return Err(bad(&file, format!("origin {:?} is not this store's", c.origin)));
+            return Err(bad(file, format!("origin {:?} is not this store's", c.origin)));
         }
         if let Some(n) = named
             && n != c.size
         {
             return Err(bad(
-                &file,
+                file,
                 format!("file is named for size {n} but holds size {}", c.size),
             ));
         }
-        claims
-            .entry(c.size)
-            .or_default()
-            .push(Claim { file, root: c.root });
+        let claim = Claim {
+            file: file.to_path_buf(),
+            root: c.root,
+        };
+        Ok((c.size, claim))
+    };
+    // A store has a checkpoint per ~1,000 records: at ~50 µs per Ed25519 signature, checking them
+    // one by one would keep one core busy and the other idle before the walk starts. Results are
+    // taken in file order, so the first bad file reported is the same.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let opened: Vec<Result<(u64, Claim), VerifyError>> = if threads < 2 || files.len() < 64 {
+        files.iter().map(|(n, f)| open(*n, f)).collect()
+    } else {
+        std::thread::scope(|s| {
+            let open = &open;
+            let parts: Vec<_> = files
+                .chunks(files.len().div_ceil(threads))
+                .map(|part| s.spawn(move || part.iter().map(|(n, f)| open(*n, f)).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
+    for r in opened {
+        let (size, claim) = r?;
+        claims.entry(size).or_default().push(claim);
     }
     Ok(claims)
 }
@@ -191,13 +237,13 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
 /// Every record with its index, after verifying the store exactly as [`verify_store`] does.
 pub fn read_records(dir: &Path) -> Result<Vec<(u64, Record)>, VerifyError> {
     let mut out = Vec::new();
-    walk(dir, None, parse_record, |i, rec, _, _| out.push((i, rec)))?;
+    walk(dir, None, parse_record, |i, rec, _| out.push((i, rec)), None)?;
     Ok(out)
 }
 
 /// Every frame body (the Merkle leaf data), after verifying the chain.
 pub(crate) fn read_bodies(dir: &Path, mut visit: impl FnMut(u64, &[u8])) -> Result<(), VerifyError> {
-    walk(dir, None, parse_kind, |i, _, body, _| visit(i, body))?;
+    walk(dir, None, parse_kind, |i, _, body| visit(i, body), None)?;
     Ok(())
 }
 
@@ -225,15 +271,23 @@ fn parse_record(rec: &[u8]) -> Result<Record, String> {
 /// borrowed), without allocating a string per field. Whatever they do not accept goes through
 /// [`parse_record`], which decides and produces the error, so the verdict is always that of the
 /// full parse.
+///
+/// The twins read the record as `&str`, after one UTF-8 check of the whole record, so serde_json
+/// does not validate each string again. That accepts the same records: a byte sequence that is
+/// not UTF-8 is either inside a string (which the full parse rejects) or a syntax error, and such
+/// a record is declined here and left to the full parse.
 fn parse_kind(rec: &[u8]) -> Result<bool, String> {
-    if rec.starts_with(br#"{"kind":"decision","#) && serde_json::from_slice::<DecisionCheck<'_>>(rec).is_ok()
-    {
-        return Ok(true);
-    }
-    if rec.starts_with(br#"{"kind":"completion","#)
-        && serde_json::from_slice::<CompletionCheck<'_>>(rec).is_ok()
-    {
-        return Ok(false);
+    if let Ok(text) = std::str::from_utf8(rec) {
+        if text.starts_with(r#"{"kind":"decision","#)
+            && serde_json::from_str::<DecisionCheck<'_>>(text).is_ok()
+        {
+            return Ok(true);
+        }
+        if text.starts_with(r#"{"kind":"completion","#)
+            && serde_json::from_str::<CompletionCheck<'_>>(text).is_ok()
+        {
+            return Ok(false);
+        }
     }
     parse_record(rec).map(|r| matches!(r, Record::Decision(_)))
 }
@@ -305,73 +359,119 @@ struct Item<T> {
     rec: Result<T, String>,
 }
 
+/// The parallel pass's result for a run of consecutive frames.
+struct Chunk<T> {
+    items: Vec<Item<T>>,
+    /// The Merkle subtrees of the run's leaves, if asked for. They assume the run's records have
+    /// the indices they should (from the segment's name): the consumer uses them only once every
+    /// record of the run passed its checks, which include that.
+    tree: Option<Subtrees>,
+}
+
+/// Hash, parse and check the `frames` of `data` into `items` (empty; a reused buffer); `first` is
+/// the index the first frame should have, `tree` whether to hash the Merkle subtrees of the run.
 fn precompute<T>(
     data: &[u8],
     frames: &[(usize, usize)],
     parse: fn(&[u8]) -> Result<T, String>,
-) -> Vec<Item<T>> {
-    frames
-        .iter()
-        .map(|&(offset, end)| {
-            let body = &data[offset + segment::HEADER..end];
-            let crc = segment::crc_ok(data, offset, end);
-            match segment::parse_envelope(body).filter(|_| crc) {
-                Some(env) => {
-                    let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body);
-                    Item {
-                        offset,
-                        end,
-                        env: Some((env.index, env.prev)),
-                        crc,
-                        entry,
-                        leaf,
-                        rec: parse(env.rec),
-                    }
-                }
-                None => Item {
+    first: u64,
+    tree: bool,
+    mut items: Vec<Item<T>>,
+) -> Chunk<T> {
+    items.extend(frames.iter().map(|&(offset, end)| {
+        let body = &data[offset + segment::HEADER..end];
+        let crc = segment::crc_ok(data, offset, end);
+        match segment::parse_envelope(body).filter(|_| crc) {
+            Some(env) => {
+                let (entry, leaf) = segment::entry_and_leaf_hash(&env.prev, body);
+                Item {
                     offset,
                     end,
-                    env: None,
+                    env: Some((env.index, env.prev)),
                     crc,
-                    entry: ZERO_HASH,
-                    leaf: ZERO_HASH,
-                    rec: Err(String::new()),
-                },
+                    entry,
+                    leaf,
+                    rec: parse(env.rec),
+                }
             }
-        })
-        .collect()
+            None => Item {
+                offset,
+                end,
+                env: None,
+                crc,
+                entry: ZERO_HASH,
+                leaf: ZERO_HASH,
+                rec: Err(String::new()),
+            },
+        }
+    }));
+    let tree = tree.then(|| Subtrees::new(first, items.iter().map(|i| i.leaf).collect()));
+    Chunk { items, tree }
 }
 
 /// Frames per unit of parallel work: small enough that the in-order consumer starts early and
-/// the workers stay busy to the end of a segment, big enough that hand-offs are rare.
+/// the workers stay busy to the end of a segment, big enough that hand-offs are rare. A power of
+/// two: chunks are aligned on record indices, so each whole one is a perfect Merkle subtree.
 const CHUNK: usize = 1024;
 
-/// Parse, hash and deserialize the frames on all cores (each record's entry hash depends only on
-/// its own bytes) and hand the results to `consume` in frame order, on the calling thread, while
-/// the workers compute the chunks after it: the in-order checks (links, Merkle tree, checkpoints)
-/// overlap with the parallel work instead of waiting for all of it. The first error from
-/// `consume` stops the walk (the workers finish their current chunk and stop).
+/// The frames of a segment whose first record is `start`, cut at record indices that are
+/// multiples of [`CHUNK`].
+fn chunks(start: u64, frames: &[(usize, usize)]) -> Vec<(u64, &[(usize, usize)])> {
+    let mut out = Vec::with_capacity(frames.len() / CHUNK + 2);
+    let mut rest = frames;
+    let mut index = start;
+    while !rest.is_empty() {
+        let to_boundary = CHUNK - (index % CHUNK as u64) as usize;
+        let (c, r) = rest.split_at(to_boundary.min(rest.len()));
+        out.push((index, c));
+        index += c.len() as u64;
+        rest = r;
+    }
+    out
+}
+
+/// Parse, hash and deserialize the frames on all cores (each record's hashes depend only on its
+/// own bytes, and a run's Merkle subtrees only on its leaves) and hand the results to `consume`
+/// in frame order, on the calling thread, while the workers compute the chunks after it: the
+/// in-order checks (links, Merkle tree, checkpoints) overlap with the parallel work instead of
+/// waiting for all of it. The first error from `consume` stops the walk (the workers finish their
+/// current chunk and stop). `start`: the index the first frame should have.
 fn precompute_each<T: Send, E>(
     data: &[u8],
     frames: &[(usize, usize)],
+    start: u64,
     parse: fn(&[u8]) -> Result<T, String>,
-    mut consume: impl FnMut(Item<T>) -> Result<(), E>,
+    tree: bool,
+    mut consume: impl FnMut(&mut Chunk<T>) -> Result<(), E>,
 ) -> Result<(), E> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads < 2 || frames.len() < 2 * CHUNK {
-        return precompute(data, frames, parse).into_iter().try_for_each(consume);
+        return consume(&mut precompute(data, frames, parse, start, tree, Vec::new()));
     }
-    let chunks: Vec<&[(usize, usize)]> = frames.chunks(CHUNK).collect();
+    let chunks = chunks(start, frames);
     let next = AtomicUsize::new(0);
+    // Item buffers (~160 KiB a chunk) go back to the workers once consumed: allocating and
+    // freeing them per chunk, across threads, cost page faults and TLB shootdowns (glibc returns
+    // such blocks to the kernel).
+    let spare: Mutex<Vec<Vec<Item<T>>>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        let (tx, rx) = mpsc::channel::<(usize, Vec<Item<T>>)>();
+        let (tx, rx) = mpsc::channel::<(usize, Chunk<T>)>();
         for _ in 0..threads {
-            let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+            let (tx, next, chunks, spare) = (tx.clone(), &next, &chunks, &spare);
             s.spawn(move || {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = chunks.get(k) else { break };
-                    if tx.send((k, precompute(data, c, parse))).is_err() {
+                    let Some(&(first, c)) = chunks.get(k) else { break };
+                    let buf = spare
+                        .lock()
+                        .map(|mut v| v.pop())
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    if tx
+                        .send((k, precompute(data, c, parse, first, tree, buf)))
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -381,10 +481,14 @@ fn precompute_each<T: Send, E>(
         let mut pending = BTreeMap::new();
         let mut want = 0;
         let mut run = || {
-            for (k, items) in rx.iter() {
-                pending.insert(k, items);
-                while let Some(items) = pending.remove(&want) {
-                    items.into_iter().try_for_each(&mut consume)?;
+            for (k, chunk) in rx.iter() {
+                pending.insert(k, chunk);
+                while let Some(mut chunk) = pending.remove(&want) {
+                    consume(&mut chunk)?;
+                    chunk.items.clear();
+                    if let Ok(mut v) = spare.lock() {
+                        v.push(chunk.items);
+                    }
                     want += 1;
                 }
             }
@@ -403,12 +507,14 @@ fn precompute_each<T: Send, E>(
 }
 
 /// Walk and check every record in order; returns the head hash. `visit` gets each record's
-/// index, parsed value, body and leaf hash.
+/// index, parsed value and body; `tree`, if given, each run of records' Merkle subtrees, in
+/// order, once all of the run's records have passed.
 fn walk<T: Send>(
     dir: &Path,
     progress: Option<&dyn Fn(u64, u64)>,
     parse: fn(&[u8]) -> Result<T, String>,
-    mut visit: impl FnMut(u64, T, &[u8], &Hash),
+    mut visit: impl FnMut(u64, T, &[u8]),
+    mut tree: Option<&mut dyn FnMut(&Subtrees)>,
 ) -> Result<[u8; 32], VerifyError> {
     let io_err = |path: &Path| {
         let store = dir.to_path_buf();
@@ -466,7 +572,8 @@ fn walk<T: Send>(
                 frames.clear();
                 let fault = segment::frame_bounds(data, &mut frames);
                 let mut first = true;
-                precompute_each(data, &frames, parse, |item| {
+                let want_tree = tree.is_some();
+                let mut check = |item: Item<T>| {
                     if !item.crc {
                         return Err(broken(item.offset, expected, BreakKind::BadCrc));
                     }
@@ -508,8 +615,18 @@ fn walk<T: Send>(
                         .rec
                         .map_err(|detail| broken(item.offset, expected, BreakKind::BadJson { detail }))?;
                     head = item.entry;
-                    visit(expected, rec, body, &item.leaf);
+                    visit(expected, rec, body);
                     expected += 1;
+                    Ok(())
+                };
+                precompute_each(data, &frames, start, parse, want_tree, |chunk| {
+                    chunk.items.drain(..).try_for_each(&mut check)?;
+                    // An empty segment has an empty run, named for whatever index: nothing to add.
+                    if let (Some(run), Some(tree)) = (&chunk.tree, tree.as_mut())
+                        && run.end() > run.start()
+                    {
+                        tree(run);
+                    }
                     Ok(())
                 })?;
                 if let Some((offset, fault)) = fault {
@@ -645,10 +762,15 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             let accepted = if is_decision {
                 assert!(serde_json::from_slice::<DecisionCheck<'_>>(&bytes).is_ok());
-                agree::<DecisionRecord>(&v, |b| serde_json::from_slice::<DecisionCheck<'_>>(b).is_ok())
+                agree::<DecisionRecord>(&v, |b| {
+                    std::str::from_utf8(b).is_ok_and(|t| serde_json::from_str::<DecisionCheck<'_>>(t).is_ok())
+                })
             } else {
                 assert!(serde_json::from_slice::<CompletionCheck<'_>>(&bytes).is_ok());
-                agree::<CompletionRecord>(&v, |b| serde_json::from_slice::<CompletionCheck<'_>>(b).is_ok())
+                agree::<CompletionRecord>(&v, |b| {
+                    std::str::from_utf8(b)
+                        .is_ok_and(|t| serde_json::from_str::<CompletionCheck<'_>>(t).is_ok())
+                })
             };
             assert!(accepted > 0);
         }
@@ -661,5 +783,18 @@ mod tests {
             &s[1..].replace("\"kind\":\"completion\",", "")
         );
         assert_eq!(parse_kind(s.as_bytes()), Ok(false));
+        // Not UTF-8 inside a string, or outside one: rejected as the full parse rejects it.
+        for rec in [sample_decision(7), sample_completion()] {
+            let good = serde_json::to_vec(&rec).unwrap();
+            let at = good.windows(5).position(|w| w == b"\"ts\":").unwrap() + 7;
+            for (pos, byte) in [(at, 0xffu8), (at, 0xc3), (good.len() - 1, 0xff)] {
+                let mut bad = good.clone();
+                bad.insert(pos, byte);
+                let full = parse_record(&bad).map(|r| matches!(r, Record::Decision(_)));
+                assert!(full.is_err(), "{}", String::from_utf8_lossy(&bad));
+                assert_eq!(parse_kind(&bad), full);
+            }
+            assert_eq!(parse_kind(&good), Ok(matches!(rec, Record::Decision(_))));
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::error::AuditError;
-use crate::merkle::{self, Frontier, Hash};
+use crate::merkle::{Frontier, Hash};
 use crate::segment;
 use crate::store::AckSource;
 use crate::tlog::CkptJob;
@@ -262,13 +262,11 @@ impl Writer {
 
     /// Chain and frame one record into the batch buffer (`ack`: None for a deferred record).
     fn add(&mut self, rec: Vec<u8>, ack: Option<AckTx>) {
-        let start = self.buf.len();
         match segment::encode_frame(&mut self.buf, self.next_index, &self.head, &rec) {
-            Ok(hash) => {
+            Ok((hash, leaf)) => {
                 self.head = hash;
-                // The Merkle leaf is the frame body, the same bytes the hash chain covers.
-                self.leaves
-                    .push(merkle::leaf_hash(&self.buf[start + segment::HEADER..]));
+                // The Merkle leaf hash of the frame body, which the chain link covers too.
+                self.leaves.push(leaf);
                 match ack {
                     Some(ack) => self.acks.push((self.next_index, ack)),
                     None => self.deferred_in_batch += 1,
