@@ -347,7 +347,44 @@ impl AuditSet {
                 }
             }
         }
+        self.open_existing_root_stores(policy, delay);
         Ok(())
+    }
+
+    /// Open the stores that already exist under `audit.root` now rather than on first use: opening
+    /// runs crash recovery (a torn tail cut back to the last whole record), which must not wait
+    /// for that jurisdiction's next request. A store that cannot be opened is logged, and its
+    /// jurisdiction answers `audit_unavailable` until it can; the others serve.
+    fn open_existing_root_stores(&self, policy: &Policy, delay: Duration) {
+        let Some(root) = &policy.file.audit.root else {
+            return;
+        };
+        let root = self.resolve(root);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let loc = if name == UNAUTHENTICATED_STORE {
+                Some(self.unauthenticated_location(policy))
+            } else {
+                name.parse::<Jurisdiction>()
+                    .ok()
+                    .and_then(|j| self.location(policy, j))
+            };
+            // Only the directory itself: a jurisdiction whose store the policy moved elsewhere is
+            // not this one.
+            let Some(loc) = loc.filter(|l| l.key == StoreKey::Dir(root.join(name))) else {
+                continue;
+            };
+            if let Err(e) = self.store(&loc, delay) {
+                tracing::error!(store = %name, error = %e, "audit store under the root could not be opened");
+            }
+        }
     }
 
     /// Readiness: every configured (or already opened) store is writable, and the root is creatable.

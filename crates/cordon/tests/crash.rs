@@ -100,3 +100,57 @@ async fn sigkill_under_load_loses_no_acknowledged_decision() {
         missing.len()
     );
 }
+
+/// A torn tail in a store that gets no request after the restart: the gateway cuts it back when it
+/// starts (not on that jurisdiction's next request), so verification passes right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_tail_is_cut_at_start_even_in_a_store_nobody_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let gw = Gateway::start(&data, &[], &[]);
+    let us = token(&data, "bob", "US");
+    let (status, _, _) = post(
+        &gw.url,
+        "/v1/chat/completions",
+        Some(&us),
+        chat("chat-small", "hi"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let us_dir = data.join("audit/US");
+    // The completion record is committed within the deferred delay; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read_records(&us_dir).map(|r| r.len()).unwrap_or(0) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = read_records(&us_dir).unwrap().len();
+    drop(gw); // SIGKILL
+
+    // Tear: the start of a frame (a length, a CRC, a few body bytes) right after the last record,
+    // as a crash in the middle of a write leaves it.
+    let mut segments: Vec<_> = std::fs::read_dir(&us_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a segment");
+    let mut bytes = std::fs::read(last).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let torn = [200u8, 0, 0, 0, 1, 2, 3, 4, b'{', b'"', b'i'];
+    if bytes.len() < end + torn.len() {
+        bytes.resize(end + torn.len(), 0);
+    }
+    bytes[end..end + torn.len()].copy_from_slice(&torn);
+    std::fs::write(last, &bytes).unwrap();
+    let (code, out) = cli(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    assert_ne!(code, 0, "the tear should show before recovery: {out}");
+
+    // Restart and ask nothing of the US store.
+    let gw = Gateway::start(&data, &[], &[]);
+    drop(gw);
+    let (code, out) = cli(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(read_records(&us_dir).unwrap().len(), before);
+}
