@@ -60,8 +60,7 @@ pub async fn forward(ctx: &Ctx<'_>, candidates: &[Candidate], body: &RequestBody
         attempts += 1;
         last = Some(c.endpoint);
         let t = Instant::now();
-        let result = ctx
-            .state
+        let result = rt
             .upstreams
             .send_with(&rt.targets, c.endpoint, ep, op, body)
             .await;

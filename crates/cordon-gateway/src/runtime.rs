@@ -1,5 +1,5 @@
-//! What a policy load produces: the compiled policy, the identity verifier built from it, and
-//! health slots for its endpoints. Swapped as one value on reload, so a request sees one consistent
+//! What a policy load produces: the compiled policy, the identity verifier built from it, health
+//! slots for its endpoints, and the upstream client with its limits. Swapped as one value on reload, so a request sees one consistent
 //! policy from start to end.
 
 use std::collections::HashMap;
@@ -22,6 +22,9 @@ pub struct Runtime {
     pub health: Health,
     /// Each endpoint's prepared upstream URL and headers (built on first use, per policy).
     pub targets: cordon_upstream::Targets,
+    /// The upstream client with this policy's `limits` (timeouts): per policy, so a reload that
+    /// changes a timeout takes effect. Its connection pool starts empty on each load.
+    pub upstreams: cordon_upstream::Upstreams,
     /// Each jurisdiction's store location under this policy, resolved on first use (the location
     /// also caches its open store, so the request path neither allocates nor takes a global lock).
     locations: RwLock<HashMap<Jurisdiction, Option<Arc<StoreLocation>>>>,
@@ -83,10 +86,12 @@ pub fn load(source: &PolicySource, data_dir: &Path, overrides: &Overrides) -> Re
         Duration::from_millis(limits.eject_cooldown_ms),
     );
     let targets = cordon_upstream::Targets::new(policy.endpoints.len());
+    let upstreams = cordon_upstream::Upstreams::new(&limits).map_err(|e| format!("upstream client: {e}"))?;
     Ok(Runtime {
         policy,
         verifier,
         targets,
+        upstreams,
         health,
         locations: RwLock::new(HashMap::new()),
     })

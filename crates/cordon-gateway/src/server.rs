@@ -8,7 +8,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use cordon_audit::{Keystore, Pseudonymizer, load_or_create_master_key};
 use cordon_policy::Overrides;
-use cordon_upstream::Upstreams;
 
 use crate::audit_set::AuditSet;
 use crate::metrics::Metrics;
@@ -48,8 +47,6 @@ impl Server {
             }
         };
         let keystore = Keystore::open(&keys, master).map_err(|e| format!("keystore: {e}"))?;
-        let upstreams =
-            Upstreams::new(&rt.policy.file.limits).map_err(|e| format!("upstream client: {e}"))?;
         let audit = AuditSet::new(&config.data_dir);
         audit.open_configured(&rt.policy).await?;
         for w in rt.policy.warnings.iter() {
@@ -62,7 +59,6 @@ impl Server {
             audit,
             pseudonyms,
             keystore,
-            upstreams,
             metrics: Metrics::new(),
             data_dir: config.data_dir.clone(),
         });

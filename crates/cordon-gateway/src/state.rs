@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use cordon_audit::{Keystore, Pseudonymizer};
-use cordon_upstream::Upstreams;
 
 use crate::audit_set::AuditSet;
 use crate::metrics::Metrics;
@@ -16,7 +15,6 @@ pub struct AppState {
     pub audit: AuditSet,
     pub pseudonyms: Pseudonymizer,
     pub keystore: Keystore,
-    pub upstreams: Upstreams,
     pub metrics: Metrics,
     pub data_dir: PathBuf,
 }

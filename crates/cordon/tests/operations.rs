@@ -327,3 +327,55 @@ audit:
     ]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// An upstream on 127.0.0.1 that answers a chat completion after `delay`.
+async fn slow_upstream(delay: Duration) -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            tokio::time::sleep(delay).await;
+            (
+                [("content-type", "application/json")],
+                r#"{"id":"x","object":"chat.completion","choices":[]}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_upstream_timeouts() {
+    let url = slow_upstream(Duration::from_millis(600)).await;
+    let yaml = |first_byte_ms: u64| {
+        format!(
+            r#"
+gateway: {{ id: ops-test, development: true }}
+identity:
+  issuers:
+    - {{ issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }}
+limits: {{ first_byte_timeout_ms: {first_byte_ms} }}
+models:
+  slow:
+    endpoints:
+      - {{ id: eu, provider: openai, url: "{url}", regions: [aws:eu-central-1] }}
+audit: {{ root: audit }}
+"#
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cfg) = setup(tmp.path(), &yaml(5_000));
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    assert_eq!(status_for(&gw.url, &de, "slow").await, 200);
+
+    std::fs::write(&cfg, yaml(150)).unwrap();
+    eventually("the shorter first-byte timeout applies", || async {
+        status_for(&gw.url, &de, "slow").await == 504
+    })
+    .await;
+    let (_, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("slow", "hi")).await;
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+}
