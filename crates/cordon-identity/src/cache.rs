@@ -1,20 +1,27 @@
 //! The verified-token cache: a successful JWT verification is remembered, keyed by SHA-256 of the
 //! token (never the token itself), for at most `token_cache_seconds` and never past the token's
 //! `exp`, so repeat requests skip the signature check. Bounded: when full it is cleared (cheap, and
-//! the next requests simply verify again). Every hit is re-checked against the caller's `now`.
+//! the next requests simply verify again). Every hit is re-checked against the caller's `now`, and
+//! the entry remembers the issuer key set it was verified against: once that set is replaced (a
+//! JWKS refresh, e.g. after a rotation removed the key), the entry no longer answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use aws_lc_rs::digest;
 
 use crate::Identity;
+use crate::jwks::KeySet;
 
 /// Entries before the cache is cleared.
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
 struct Entry {
     identity: Identity,
+    /// The key set the signature was checked with (`None`: a static secret, HS256).
+    keys: Option<Arc<KeySet>>,
     valid_from: u64,
     valid_until: u64,
 }
@@ -51,14 +58,24 @@ impl TokenCache {
         self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The cached identity, if the entry is valid at `now`.
-    pub fn get(&self, key: &[u8; 32], now: u64) -> Option<Identity> {
+    /// The cached identity, if the entry is valid at `now` and `current(identity)` is still the
+    /// key set it was verified with.
+    pub fn get(
+        &self,
+        key: &[u8; 32],
+        now: u64,
+        current: impl FnOnce(&Identity) -> Option<Arc<KeySet>>,
+    ) -> Option<Identity> {
         if !self.enabled() {
             return None;
         }
         let mut map = self.lock();
         let entry = map.get(key)?;
-        if entry.valid_from <= now && now < entry.valid_until {
+        let same_keys = match &entry.keys {
+            None => true,
+            Some(k) => current(&entry.identity).is_some_and(|c| Arc::ptr_eq(&c, k)),
+        };
+        if same_keys && entry.valid_from <= now && now < entry.valid_until {
             Some(entry.identity.clone())
         } else {
             map.remove(key);
@@ -67,7 +84,7 @@ impl TokenCache {
     }
 
     /// Remembers a verified identity until `min(now + ttl, exp)`.
-    pub fn insert(&self, key: [u8; 32], identity: &Identity, now: u64, exp: u64) {
+    pub fn insert(&self, key: [u8; 32], identity: &Identity, keys: Option<Arc<KeySet>>, now: u64, exp: u64) {
         if !self.enabled() {
             return;
         }
@@ -83,6 +100,7 @@ impl TokenCache {
             key,
             Entry {
                 identity: identity.clone(),
+                keys,
                 valid_from: now,
                 valid_until,
             },
@@ -116,27 +134,27 @@ mod tests {
     fn bounded_by_ttl_and_exp() {
         let c = TokenCache::new(30, 10);
         let k = key("t");
-        c.insert(k, &ident(), 100, 150);
-        assert!(c.get(&k, 100).is_some());
-        assert!(c.get(&k, 129).is_some());
-        assert!(c.get(&k, 130).is_none());
-        c.insert(k, &ident(), 140, 150);
-        assert!(c.get(&k, 149).is_some());
-        assert!(c.get(&k, 150).is_none());
+        c.insert(k, &ident(), None, 100, 150);
+        assert!(c.get(&k, 100, |_| None).is_some());
+        assert!(c.get(&k, 129, |_| None).is_some());
+        assert!(c.get(&k, 130, |_| None).is_none());
+        c.insert(k, &ident(), None, 140, 150);
+        assert!(c.get(&k, 149, |_| None).is_some());
+        assert!(c.get(&k, 150, |_| None).is_none());
         // before it was inserted (clock went back): not trusted
-        c.insert(k, &ident(), 140, 150);
-        assert!(c.get(&k, 139).is_none());
+        c.insert(k, &ident(), None, 140, 150);
+        assert!(c.get(&k, 139, |_| None).is_none());
     }
 
     #[test]
     fn clears_when_full_and_can_be_disabled() {
         let c = TokenCache::new(30, 2);
         for t in ["a", "b", "c"] {
-            c.insert(key(t), &ident(), 100, 150);
+            c.insert(key(t), &ident(), None, 100, 150);
         }
         assert_eq!(c.len(), 1);
         let off = TokenCache::new(0, 10);
-        off.insert(key("a"), &ident(), 100, 150);
-        assert!(off.get(&key("a"), 100).is_none());
+        off.insert(key("a"), &ident(), None, 100, 150);
+        assert!(off.get(&key("a"), 100, |_| None).is_none());
     }
 }

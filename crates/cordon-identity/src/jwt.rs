@@ -8,6 +8,7 @@
 //! caller's `now`, after [`crate::claims`] has rejected wrongly typed `exp`/`nbf`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cordon_policy::file::IssuerSpec;
@@ -16,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::claims::{self, UnverifiedJwt};
 use crate::error::{AuthError, ConfigError, sanitize};
-use crate::jwks::{IssuerKeys, KeySource, Lookup};
+use crate::jwks::{IssuerKeys, KeySet, KeySource, Lookup};
 use crate::{Caller, Identity, Residency};
 
 /// Algorithm names this gateway accepts in configuration and in JWK `alg`.
@@ -164,7 +165,8 @@ impl Issuer {
         })
     }
 
-    /// Verifies a parsed token of this issuer. `token` is the original compact form.
+    /// Verifies a parsed token of this issuer. `token` is the original compact form. Also returns
+    /// the key set the signature was checked with (`None` for HS256's static secret).
     pub async fn verify(
         &self,
         token: &str,
@@ -172,8 +174,9 @@ impl Issuer {
         now: u64,
         client: Option<&reqwest::Client>,
         refresh_interval: Duration,
-    ) -> Result<Identity, AuthError> {
+    ) -> Result<(Identity, Option<Arc<KeySet>>), AuthError> {
         let (alg, validation) = self.pinned(&jwt.alg)?;
+        let mut used = None;
 
         if alg == Algorithm::HS256 {
             let key = self.hs256_secret.as_ref().ok_or_else(|| {
@@ -189,7 +192,10 @@ impl Issuer {
                 keys = self.keys.current();
             }
             match keys.find(kid, alg) {
-                Lookup::Found(k) => self.check_signature(token, &k.key, validation)?,
+                Lookup::Found(k) => {
+                    self.check_signature(token, &k.key, validation)?;
+                    used = Some(keys.clone());
+                }
                 Lookup::WrongType => {
                     return Err(AuthError::unsupported(format!(
                         "the token's algorithm {alg:?} does not match the type of key '{}' of issuer '{}'",
@@ -223,7 +229,7 @@ impl Issuer {
                 claim: self.residency_claim.clone(),
             }
         })?;
-        Ok(Identity {
+        let identity = Identity {
             caller: Caller::User {
                 issuer: self.issuer.clone(),
             },
@@ -232,7 +238,14 @@ impl Issuer {
             residency_source: self.residency_claim.clone(),
             tier: Tier::Personal,
             expires_at: Some(exp),
-        })
+        };
+        Ok((identity, used))
+    }
+
+    /// The issuer's current key set (a cache hit is good only while this is the set it was
+    /// verified with).
+    pub fn current_keys(&self) -> Arc<KeySet> {
+        self.keys.current()
     }
 
     /// The header's `alg`, if this issuer accepts it.

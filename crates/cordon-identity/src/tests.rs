@@ -247,6 +247,30 @@ async fn jwks_file_rotation_is_picked_up_on_unknown_kid() {
 }
 
 #[tokio::test]
+async fn a_cached_token_does_not_outlive_its_key_after_a_refresh() {
+    let (a, b) = (ed_key("a"), ed_key("b"));
+    let dir = tempfile::tempdir().unwrap();
+    write_jwks(dir.path(), "jwks.json", &[&a]);
+    let mut s = section(vec![issuer(&["EdDSA"])]);
+    s.token_cache_seconds = 30;
+    let v = Verifier::new(&s, dir.path())
+        .unwrap()
+        .with_refresh_interval(Duration::ZERO);
+    let old = sign(&a, &claims());
+    assert_user(&v.verify(&old, NOW).await.unwrap());
+    assert_user(&v.verify(&old, NOW + 1).await.unwrap()); // from the cache
+
+    // The issuer rotates: key A is gone, key B is new. The first token of B refreshes the set...
+    write_jwks(dir.path(), "jwks.json", &[&b]);
+    assert_user(&v.verify(&sign(&b, &claims()), NOW + 2).await.unwrap());
+    // ...and the cached verification of A's token no longer counts.
+    assert_eq!(
+        v.verify(&old, NOW + 3).await.unwrap_err().reason(),
+        ReasonCode::UnknownKey
+    );
+}
+
+#[tokio::test]
 async fn tampered_payload_is_a_bad_signature() {
     let k = rsa_key("k");
     let (v, _d) = file_verifier(&[&k], &["RS256"]);
@@ -388,7 +412,7 @@ async fn token_cache_returns_the_same_identity_and_never_outlives_exp() {
     let tok = sign(&k, &c);
     let first = v.verify(&tok, NOW).await.unwrap();
     assert!(
-        v.cache.get(&crate::cache::key(&tok), NOW + 1).is_some(),
+        v.cached(&crate::cache::key(&tok), NOW + 1).is_some(),
         "verified token is cached"
     );
     let second = v.verify(&tok, NOW + 1).await.unwrap();
@@ -398,12 +422,12 @@ async fn token_cache_returns_the_same_identity_and_never_outlives_exp() {
         v.verify(&tok, NOW + 11).await.unwrap_err().reason(),
         ReasonCode::TokenExpired
     );
-    assert!(v.cache.get(&crate::cache::key(&tok), NOW + 10).is_none());
+    assert!(v.cached(&crate::cache::key(&tok), NOW + 10).is_none());
 
     // With the cache off nothing is stored.
     let v = Verifier::new(&s, dir.path()).unwrap().with_token_cache(0, 10);
     v.verify(&tok, NOW).await.unwrap();
-    assert!(v.cache.get(&crate::cache::key(&tok), NOW).is_none());
+    assert!(v.cached(&crate::cache::key(&tok), NOW).is_none());
 }
 
 #[test]

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use cordon_policy::file::IdentitySection;
 
-use crate::Identity;
 use crate::apikey::ApiKeys;
 use crate::cache::{self, TokenCache};
 use crate::claims;
 use crate::error::{AuthError, ConfigError, sanitize};
 use crate::jwks::FETCH_TIMEOUT;
 use crate::jwt::Issuer;
+use crate::{Caller, Identity};
 
 /// Default minimum time between two JWKS refreshes of one issuer (on unknown `kid`).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -93,7 +93,7 @@ impl Verifier {
         }
 
         let key = cache::key(credential);
-        if let Some(identity) = self.cache.get(&key, now_unix) {
+        if let Some(identity) = self.cached(&key, now_unix) {
             return Ok(identity);
         }
         let jwt = claims::parse(credential)?;
@@ -101,7 +101,7 @@ impl Verifier {
         let issuer = self.issuers.get(iss).ok_or_else(|| AuthError::WrongIssuer {
             issuer: sanitize(iss),
         })?;
-        let identity = issuer
+        let (identity, keys) = issuer
             .verify(
                 credential,
                 &jwt,
@@ -111,9 +111,18 @@ impl Verifier {
             )
             .await?;
         if let Some(exp) = identity.expires_at {
-            self.cache.insert(key, &identity, now_unix, exp);
+            self.cache.insert(key, &identity, keys, now_unix, exp);
         }
         Ok(identity)
+    }
+
+    /// A cache hit for the token with cache key `key`, valid at `now` and verified with its issuer's
+    /// current key set.
+    pub(crate) fn cached(&self, key: &[u8; 32], now: u64) -> Option<Identity> {
+        self.cache.get(key, now, |id| match &id.caller {
+            Caller::User { issuer } => self.issuers.get(issuer).map(|i| i.current_keys()),
+            Caller::Workload { .. } => None,
+        })
     }
 
     /// Fetches every `jwks_url` once, one issuer after the other (call at startup). Failures are
