@@ -1,9 +1,12 @@
 """p99 (and p50, mean) of cordon_audit_wait_seconds{durability=D} between two /metrics scrapes.
 
 The histogram is cumulative over the server's life, so the difference of two scrapes taken
-around one load run is that run's distribution. The quantile reported is the smallest bucket
-upper bound whose cumulative count reaches the quantile (a bucket bound, not an interpolation).
-Prints: count, mean_us, p50_le_us, p99_le_us (tab-separated).
+around one load run is that run's distribution. `p50_le`/`p99_le` are the smallest bucket upper
+bound whose cumulative count reaches the quantile (a bound: the true quantile is at most this);
+`p99_interp` interpolates linearly inside that bucket (Prometheus' histogram_quantile: an
+estimate, not a bound). The audit-wait histogram has 25 us buckets up to 1 ms, so below 1 ms the
+bound is at most 25 us above the true p99.
+Prints: count, mean_us, p50_le_us, p99_le_us, p99_interp_us (tab-separated).
 Usage: python3 histdiff.py BEFORE AFTER DURABILITY
 """
 import re
@@ -35,7 +38,7 @@ b0, s0, c0 = read(sys.argv[1], sys.argv[3])
 b1, s1, c1 = read(sys.argv[2], sys.argv[3])
 n = c1 - c0
 if n <= 0:
-    print("0\t\t\t")
+    print("0\t\t\t\t")
     sys.exit(0)
 
 
@@ -46,4 +49,16 @@ def q(f):
     return float("inf")
 
 
-print(f"{n:.0f}\t{(s1 - s0) / n * 1e6:.1f}\t{q(0.50):g}\t{q(0.99):g}")
+def interp(f):
+    lo, below = 0.0, 0.0
+    for le in sorted(b1):
+        c = b1[le] - b0.get(le, 0.0)
+        if c >= f * n:
+            if le == float("inf"):
+                return lo * 1e6
+            return (lo + (le - lo) * (f * n - below) / max(c - below, 1e-9)) * 1e6
+        lo, below = le, c
+    return float("inf")
+
+
+print(f"{n:.0f}\t{(s1 - s0) / n * 1e6:.1f}\t{q(0.50):g}\t{q(0.99):g}\t{interp(0.99):.0f}")

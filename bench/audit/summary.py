@@ -78,7 +78,7 @@ if "gateway" in parts:
         print(
             f"| {mode}: p99 added by the audit wait (histogram bucket bound), {conns} conns, echo {delay_ms} ms | "
             f"<= {span('gateway', mode, 'wait_p99_le_us')} us (mean {span('gateway', mode, 'wait_mean_us', '{:.0f}')} us, "
-            f"p50 <= {span('gateway', mode, 'wait_p50_le_us')} us) | {target} | {ok(good)} | {loads('gateway')} |"
+            f"p50 <= {span('gateway', mode, 'wait_p50_le_us')} us, p99 interpolated {span('gateway', mode, 'wait_p99_interp_us')} us) | {target} | {ok(good)} | {loads('gateway')} |"
         )
     for mode in ("strict", "overlapped"):
         if med("gateway", mode, "rps") is None:
