@@ -15,6 +15,8 @@
 #   LOW_CONNS=1   also run the first mode at this many connections (wrk -t1), where nothing
 #       saturates: the added latency there is the per-request cost, not queueing (0 = skip)
 #   PIN=1          pin servers (upstream nginx, proxy nginx, cordon) to CPU 0 and wrk to CPU 1
+#   NGINX_WORKERS=1  worker_processes of the proxy nginx (use `auto` with PIN=0, where Cordon's
+#       runtime also uses every core, for a whole-machine comparison)
 #   PORT_BASE=18080  (upstream +1, nginx proxy +2, cordon +3)
 #   BENCH_TMPDIR=/tmp  where the scratch dir (policy, data dir, audit store) goes: it must be on
 #       the disk you want to measure (the script prints the filesystem type; tmpfs fsyncs are free)
@@ -30,6 +32,7 @@ REPS="${REPS:-3}"
 WARMUP="${WARMUP:-3s}"
 MODES="${MODES:-digest-strict encrypted-strict digest-overlapped digest-strict-nocache}"
 PIN="${PIN:-1}"
+NGINX_WORKERS="${NGINX_WORKERS:-1}"
 PORT_BASE="${PORT_BASE:-18080}"
 UP_PORT=$((PORT_BASE + 1))
 NGX_PORT=$((PORT_BASE + 2))
@@ -81,7 +84,7 @@ RESP='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"mo
 nginx_conf() { # name  server-block
   local d="$TMP/nginx-$1"; mkdir -p "$d"
   cat >"$d/nginx.conf" <<NGX
-worker_processes 1;
+worker_processes ${3:-1};
 pid $d/nginx.pid;
 error_log $d/error.log warn;
 events { worker_connections 4096; }
@@ -122,7 +125,7 @@ PROXY_CONF="$(nginx_conf proxy "
       proxy_set_header Connection \"\";
       proxy_buffering on;
     }
-  }")"
+  }" "$NGINX_WORKERS")"
 
 log "starting nginx upstream on 127.0.0.1:$UP_PORT and nginx proxy on 127.0.0.1:$NGX_PORT"
 "${SRV[@]}" "$NGINX" -c "$UP_CONF" -p "$TMP/nginx-upstream" -e "$TMP/nginx-upstream/error.log" -g 'daemon off;' 2>>"$TMP/nginx-upstream/stderr" &
@@ -352,7 +355,7 @@ CPU="$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
   echo "- machine: $(nproc) CPUs, ${CPU:-unknown CPU}, kernel $(uname -r), load before run: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- scratch/audit dir: $TMP ($FSTYPE); $PINNING"
   echo "- wrk -t$THREADS -c$CONNS -d$DURATION --latency, POST $BODY, $REPS interleaved reps (medians), warm-up $WARMUP each"
-  echo "- upstream: nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') 'return 200' fixed chat.completion (${#RESP} bytes), worker_processes 1; proxy: separate nginx, worker_processes 1, keepalive pool"
+  echo "- upstream: nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') 'return 200' fixed chat.completion (${#RESP} bytes), worker_processes 1; proxy: separate nginx, worker_processes $NGINX_WORKERS, keepalive pool"
   echo
   python3 - "$RAW" "$FSYNC" "$(printf '%s\n' "${RSS_ROWS[@]}")" "$(printf '%s\n' "${MEANS_ROWS[@]}")" "$REOPEN_HWM" <<'PY'
 import sys, statistics as st, csv

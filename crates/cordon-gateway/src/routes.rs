@@ -32,16 +32,18 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-async fn chat(State(s): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
-    inference(s, Operation::Chat, headers, body).await
+// Handlers take the whole request rather than a `HeaderMap` extractor, which would clone every
+// header of every request.
+async fn chat(State(s): State<SharedState>, req: axum::extract::Request) -> Response {
+    inference(s, Operation::Chat, req).await
 }
 
-async fn embeddings(State(s): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
-    inference(s, Operation::Embeddings, headers, body).await
+async fn embeddings(State(s): State<SharedState>, req: axum::extract::Request) -> Response {
+    inference(s, Operation::Embeddings, req).await
 }
 
-async fn messages(State(s): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
-    inference(s, Operation::Messages, headers, body).await
+async fn messages(State(s): State<SharedState>, req: axum::extract::Request) -> Response {
+    inference(s, Operation::Messages, req).await
 }
 
 async fn healthz() -> &'static str {
@@ -78,15 +80,17 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ReasonCode>
     }
 }
 
-async fn inference(state: SharedState, op: Operation, headers: HeaderMap, body: Body) -> Response {
+async fn inference(state: SharedState, op: Operation, req: axum::extract::Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     let ctx = Ctx {
         state: &state,
         rt: state.runtime.load_full(),
         op,
         decision_id: cordon_audit::new_decision_id(),
     };
-    let subject = match authenticate(&ctx, &headers).await {
+    let subject = match authenticate(&ctx, headers).await {
         Ok(s) => s,
         Err(e) => return finish_error(&ctx, started, e),
     };
