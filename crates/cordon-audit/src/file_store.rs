@@ -28,7 +28,7 @@ use crate::keyfile::sync_dir;
 use crate::merkle::{Frontier, Hash};
 use crate::note::NoteVerifier;
 use crate::record::Record;
-use crate::segment::{self, Frames, ZERO_HASH};
+use crate::segment::{self, Fault, ZERO_HASH};
 use crate::store::{Ack, AuditStore};
 use crate::tlog::{self, Checkpointer, CkptStats};
 use crate::writer::{CkptCtl, Job, Shared, Writer};
@@ -422,54 +422,93 @@ fn corrupt(path: &Path, offset: usize, detail: impl Into<String>) -> AuditError 
 /// (index, entry hash) of a record.
 type Head = (u64, [u8; 32]);
 
-/// The last record of a segment: (index, entry hash), after checking the frames are whole.
-/// `allow_torn_tail`: cut a torn tail (returning the new length) instead of refusing.
-fn scan_segment(
-    start: u64,
-    path: &Path,
-    data: &[u8],
-    allow_torn_tail: bool,
-) -> Result<(Option<Head>, usize), AuditError> {
-    let mut last = None;
+/// The last record of a segment: (index, entry hash), after checking the frames are whole, and
+/// the length of the whole frames. Streams the file (see [`segment::for_each_frame_in_file`]).
+/// `allow_torn_tail`: a fault with nothing valid after it is a torn tail to cut (the returned
+/// length stops before it) instead of an error.
+fn scan_segment(start: u64, path: &Path, allow_torn_tail: bool) -> Result<(Option<Head>, usize), AuditError> {
+    let mut last: Option<(u64, Vec<u8>, [u8; 32])> = None;
     let mut good_end = 0;
-    let mut first = true;
-    for frame in Frames::new(data) {
-        match frame {
-            Ok(f) => {
-                let env = segment::parse_envelope(f.body)
-                    .ok_or_else(|| corrupt(path, f.offset, "frame body is not a record envelope"))?;
-                if first && env.index != start {
-                    return Err(corrupt(
-                        path,
-                        f.offset,
-                        format!(
-                            "segment named for record {start} starts with record {}",
-                            env.index
-                        ),
-                    ));
-                }
-                first = false;
-                last = Some((env.index, f.body, env.prev));
-                good_end = f.end;
-            }
-            Err((offset, fault)) => {
-                if !allow_torn_tail {
-                    return Err(corrupt(path, offset, format!("{fault:?} in a sealed segment")));
-                }
-                if let Some(next) = segment::valid_frame_after(data, offset) {
-                    return Err(corrupt(
-                        path,
-                        offset,
-                        format!("{fault:?}; an intact frame follows at byte {next}"),
-                    ));
-                }
-                good_end = offset;
-                break;
-            }
+    let fault = walk_frames(path, |offset, body| {
+        let env = segment::parse_envelope(body)
+            .ok_or_else(|| corrupt(path, offset, "frame body is not a record envelope"))?;
+        if last.is_none() && env.index != start {
+            return Err(corrupt(
+                path,
+                offset,
+                format!(
+                    "segment named for record {start} starts with record {}",
+                    env.index
+                ),
+            ));
         }
+        let (index, prev) = (env.index, env.prev);
+        match &mut last {
+            Some((i, b, p)) => {
+                *i = index;
+                b.clear();
+                b.extend_from_slice(body);
+                *p = prev;
+            }
+            None => last = Some((index, body.to_vec(), prev)),
+        }
+        good_end = offset + segment::HEADER + body.len();
+        Ok(())
+    })?;
+    if let Some((offset, fault)) = fault {
+        if !allow_torn_tail {
+            return Err(corrupt(path, offset, format!("{fault:?} in a sealed segment")));
+        }
+        // Only the damaged remainder is read whole, to tell a torn tail (nothing valid after the
+        // damage) from damage in the middle (acknowledged records follow it).
+        let rest = read_from(path, offset).map_err(AuditError::io(path, "read segment"))?;
+        if let Some(next) = segment::valid_frame_after(&rest, 0) {
+            return Err(corrupt(
+                path,
+                offset,
+                format!("{fault:?}; an intact frame follows at byte {}", offset + next),
+            ));
+        }
+        good_end = offset;
     }
-    let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, body).0));
+    let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, &body).0));
     Ok((head, good_end))
+}
+
+/// [`segment::for_each_frame_in_file`] with the store's errors.
+fn walk_frames(
+    path: &Path,
+    mut each: impl FnMut(usize, &[u8]) -> Result<(), AuditError>,
+) -> Result<Option<(usize, Fault)>, AuditError> {
+    segment::for_each_frame_in_file(path, |offset, body| {
+        each(offset, body).map_err(FrameWalkError::Audit)
+    })
+    .map_err(|e| match e {
+        FrameWalkError::Io(e) => AuditError::io(path, "read segment")(e),
+        FrameWalkError::Audit(e) => e,
+    })
+}
+
+/// The errors of a frame walk whose callback can fail.
+enum FrameWalkError {
+    Io(std::io::Error),
+    Audit(AuditError),
+}
+
+impl From<std::io::Error> for FrameWalkError {
+    fn from(e: std::io::Error) -> Self {
+        FrameWalkError::Io(e)
+    }
+}
+
+/// The bytes of the file at `path` from `offset` on.
+fn read_from(path: &Path, offset: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset as u64))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
 }
 
 fn recover(dir: &Path) -> Result<Recovered, AuditError> {
@@ -485,13 +524,15 @@ fn recover(dir: &Path) -> Result<Recovered, AuditError> {
             seg_len: 0,
         });
     };
-    let data = fs::read(&last_path).map_err(AuditError::io(&last_path, "read segment"))?;
-    let (last, good_end) = scan_segment(last_start, &last_path, &data, true)?;
-    if good_end < data.len() {
+    let file_len = fs::metadata(&last_path)
+        .map_err(AuditError::io(&last_path, "stat segment"))?
+        .len() as usize;
+    let (last, good_end) = scan_segment(last_start, &last_path, true)?;
+    if good_end < file_len {
         tracing::warn!(
             segment = %last_path.display(),
             offset = good_end,
-            dropped_bytes = data.len() - good_end,
+            dropped_bytes = file_len - good_end,
             "audit store: cutting a torn tail (incomplete last write) back to the last whole record"
         );
         let f = OpenOptions::new()
@@ -514,8 +555,7 @@ fn recover(dir: &Path) -> Result<Recovered, AuditError> {
                     format!("first segment is named for record {last_start}, not 0"),
                 ));
             };
-            let data = fs::read(&prev_path).map_err(AuditError::io(&prev_path, "read segment"))?;
-            match scan_segment(prev_start, &prev_path, &data, false)?.0 {
+            match scan_segment(prev_start, &prev_path, false)?.0 {
                 Some((i, h)) if i + 1 == last_start => (i + 1, h),
                 _ => {
                     return Err(corrupt(
@@ -572,20 +612,21 @@ fn rebuild_tree(
     };
     check(&full)?;
     for (_, path) in segment::list_segments(dir).map_err(AuditError::io(dir, "list segments"))? {
-        let data = fs::read(&path).map_err(AuditError::io(&path, "read segment"))?;
-        for frame in Frames::new(&data) {
-            let f = frame.map_err(|(offset, fault)| corrupt(&path, offset, format!("{fault:?}")))?;
+        let fault = walk_frames(&path, |offset, body| {
             if full.size() >= n {
-                return Err(corrupt(&path, f.offset, "more records than recovered"));
+                return Err(corrupt(&path, offset, "more records than recovered"));
             }
-            let h = crate::merkle::leaf_hash(f.body);
+            let h = crate::merkle::leaf_hash(body);
             full.push_hash(h);
             if full.size() <= keep_from {
                 base.push_hash(h);
             } else {
                 tail.push(h);
             }
-            check(&full)?;
+            check(&full)
+        })?;
+        if let Some((offset, fault)) = fault {
+            return Err(corrupt(&path, offset, format!("{fault:?}")));
         }
     }
     if full.size() != n {

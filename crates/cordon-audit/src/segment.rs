@@ -303,6 +303,45 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
+/// Calls `each(offset, body)` for every whole frame of the segment file at `path`, in order,
+/// reading through a bounded buffer: opening a store must not hold a whole segment (up to
+/// [`SEGMENT_BYTES`]) in memory. Same outcome as [`Frames`] over the file's bytes: it stops at the
+/// first fault and returns it with its offset. `each`'s error ends the walk and is returned.
+pub(crate) fn for_each_frame_in_file<E: From<io::Error>>(
+    path: &Path,
+    mut each: impl FnMut(usize, &[u8]) -> Result<(), E>,
+) -> Result<Option<(usize, Fault)>, E> {
+    use std::io::Read;
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut r = io::BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; HEADER];
+    let mut body = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let rest = len - pos;
+        if rest < HEADER as u64 {
+            return Ok(Some((pos as usize, Fault::Truncated)));
+        }
+        r.read_exact(&mut header)?;
+        let blen = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if blen == 0 || blen as usize > MAX_BODY {
+            return Ok(Some((pos as usize, Fault::BadLength(blen))));
+        }
+        if rest < (HEADER as u64) + u64::from(blen) {
+            return Ok(Some((pos as usize, Fault::Truncated)));
+        }
+        body.resize(blen as usize, 0);
+        r.read_exact(&mut body)?;
+        if crc32c::crc32c(&body) != u32::from_le_bytes([header[4], header[5], header[6], header[7]]) {
+            return Ok(Some((pos as usize, Fault::BadCrc)));
+        }
+        each(pos as usize, &body)?;
+        pos += (HEADER as u64) + u64::from(blen);
+    }
+    Ok(None)
+}
+
 /// Is there a whole, well-formed frame starting anywhere after `from`? Used to tell a torn tail
 /// (nothing valid after the damage) from damage in the middle (acknowledged records follow it).
 pub(crate) fn valid_frame_after(buf: &[u8], from: usize) -> Option<usize> {
@@ -324,6 +363,53 @@ pub(crate) fn valid_frame_after(buf: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streaming walk sees exactly what [`Frames`] sees over the same bytes, on every
+    /// truncation and on damage at every byte.
+    #[test]
+    fn streaming_walk_agrees_with_frames() {
+        let mut buf = Vec::new();
+        let mut prev = ZERO_HASH;
+        for i in 0..4u64 {
+            let rec = format!(r#"{{"kind":"x","n":{}}}"#, "7".repeat(i as usize * 5));
+            prev = encode_frame(&mut buf, i, &prev, rec.as_bytes()).unwrap().0;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.log");
+        let outcome_of_frames = |bytes: &[u8]| {
+            let mut seen = Vec::new();
+            let mut fault = None;
+            for f in Frames::new(bytes) {
+                match f {
+                    Ok(f) => seen.push((f.offset, f.body.to_vec())),
+                    Err(e) => fault = Some(e),
+                }
+            }
+            (seen, fault)
+        };
+        let outcome_of_walk = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            let mut seen = Vec::new();
+            let fault = for_each_frame_in_file::<io::Error>(&path, |o, b| {
+                seen.push((o, b.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            (seen, fault)
+        };
+        let mut variants = Vec::new();
+        for cut in 0..=buf.len() {
+            variants.push(buf[..cut].to_vec());
+        }
+        for at in 0..buf.len() {
+            let mut damaged = buf.clone();
+            damaged[at] ^= 0x41;
+            variants.push(damaged);
+        }
+        for v in variants {
+            assert_eq!(outcome_of_walk(&v), outcome_of_frames(&v));
+        }
+    }
 
     #[test]
     fn frame_round_trip_and_strict_parse() {
