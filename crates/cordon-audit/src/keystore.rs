@@ -108,10 +108,12 @@ impl Keystore {
         check_key_id(key_id)?;
         let cache_key = format!("{jurisdiction}\0{key_id}");
         let path = self.key_path(jurisdiction, key_id);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         // A cached key counts only while its file exists: another process (`cordon audit shred`)
-        // may have destroyed it, and nothing must be sealed under a destroyed key.
-        if fs::symlink_metadata(&path).is_ok() {
+        // may have destroyed it, and nothing must be sealed under a destroyed key. The check is a
+        // path lookup, done before taking the lock so other seals do not queue behind it.
+        let exists = fs::symlink_metadata(&path).is_ok();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if exists {
             if let Some(k) = cache.get(&cache_key) {
                 return Ok(Some(k.clone()));
             }
