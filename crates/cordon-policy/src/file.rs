@@ -81,7 +81,8 @@ pub struct IdentitySection {
     /// Header carrying the request-origin region: recorded, never used for the decision.
     #[serde(default = "default_origin_header")]
     pub origin_header: String,
-    /// How long a verified token may be reused without re-checking its signature (bounded by `exp`).
+    /// How long a verified token may be reused without re-checking its signature (bounded by `exp`,
+    /// and ended early when its issuer's key set is refreshed). 0 turns the cache off.
     #[serde(default = "default_token_cache_seconds")]
     pub token_cache_seconds: u64,
 }
