@@ -240,7 +240,7 @@ impl Upstreams {
         let h = request.headers_mut();
         h.reserve(headers.len() + 1);
         for (name, value) in headers {
-            h.insert(name, value.clone());
+            h.append(name, value.clone());
         }
         h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
 
