@@ -1,5 +1,6 @@
 //! The audit stores of one gateway: one per data-subject jurisdiction (explicit in the policy, or
-//! `<audit.root>/<JURISDICTION>` on first use), plus a store for records with no verified subject
+//! `<audit.root>/<JURISDICTION>`: opened at start when it exists, else created on first use), plus
+//! a store for records with no verified subject
 //! (authentication failures). A store is a directory (the file store, with signed checkpoints
 //! published to its DR replica) or a PostgreSQL chain. Stores are opened once and kept across
 //! policy reloads.
