@@ -185,8 +185,13 @@ pub(crate) fn uri(url: &Url) -> Result<(hyper::Uri, Option<HeaderValue>), Upstre
         None
     } else {
         use base64::Engine as _;
-        let user = percent_decode(url.username());
-        let pass = url.password().map(percent_decode).unwrap_or_default();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let user = decode(url.username());
+        let pass = url.password().map(decode).unwrap_or_default();
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         let mut value = HeaderValue::from_str(&format!("Basic {token}"))
             .map_err(|_| UpstreamError::Config("url user info is not usable".into()))?;
@@ -202,28 +207,6 @@ pub(crate) fn uri(url: &Url) -> Result<(hyper::Uri, Option<HeaderValue>), Upstre
         .parse::<hyper::Uri>()
         .map_err(|_| UpstreamError::Config("url is not a valid request URI".into()))?;
     Ok((uri, auth))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|c| hex(*c)),
-                b.get(i + 2).and_then(|c| hex(*c)),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Build the URL and headers for a network provider. `secret` resolves a credential variable.
