@@ -112,14 +112,20 @@ impl Keystore {
         // may have destroyed it, and nothing must be sealed under a destroyed key. The check is a
         // path lookup, done before taking the lock so other seals do not queue behind it.
         let exists = fs::symlink_metadata(&path).is_ok();
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if exists {
-            if let Some(k) = cache.get(&cache_key) {
-                return Ok(Some(k.clone()));
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if exists {
+                if let Some(k) = cache.get(&cache_key) {
+                    return Ok(Some(k.clone()));
+                }
+            } else {
+                cache.remove(&cache_key);
             }
-        } else {
-            cache.remove(&cache_key);
         }
+        // Loading and creating run without the lock: a new subject's key creation (with its
+        // fsyncs) must not hold up every other subject's seal. Creation is atomic (a temporary file
+        // hard-linked into place), so racing creators, here or in another process, all end up
+        // using the one file that won.
         let key = match self.load(&path, jurisdiction, key_id)? {
             Some(k) => k,
             None if create => {
@@ -139,6 +145,7 @@ impl Keystore {
             None => return Ok(None),
         };
         let key = Arc::new(key);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
@@ -362,6 +369,29 @@ mod tests {
         assert_eq!(ks.open_payload("EU", &b).unwrap(), b"hello bob");
         let e = ks.open_payload("EU", &a).unwrap_err().to_string();
         assert!(!e.contains("aaaa"), "error names the subject: {e}");
+    }
+
+    /// A new subject's first seals race to create its key (outside the cache lock): every one
+    /// succeeds, and every payload opens under the one key that was kept, in this instance and in
+    /// a fresh one reading it from disk.
+    #[test]
+    fn racing_first_seals_agree_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Arc::new(Keystore::open(dir.path(), [7u8; 32]).unwrap());
+        let payloads: Vec<Payload> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let ks = ks.clone();
+                    s.spawn(move || ks.seal("EU", "ps:race", format!("p{i}").as_bytes()).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let fresh = Keystore::open(dir.path(), [7u8; 32]).unwrap();
+        for (i, p) in payloads.iter().enumerate() {
+            assert_eq!(ks.open_payload("EU", p).unwrap(), format!("p{i}").as_bytes());
+            assert_eq!(fresh.open_payload("EU", p).unwrap(), format!("p{i}").as_bytes());
+        }
     }
 
     #[test]
