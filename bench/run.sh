@@ -264,28 +264,8 @@ run_wrk() {
 }
 
 # ---------------------------------------------------------------- 5. fsync probe
-FSYNC_PY="$TMP/fsync.py"
-cat >"$FSYNC_PY" <<'PY'
-import os, sys, time
-d, n = sys.argv[1], int(sys.argv[2])
-os.makedirs(d, exist_ok=True)
-p = os.path.join(d, "fsync-probe.bin")
-fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-rec = b"x" * 63 + b"\n"
-ts = []
-try:
-    for _ in range(n):
-        os.write(fd, rec)
-        t = time.perf_counter_ns()
-        os.fdatasync(fd)
-        ts.append(time.perf_counter_ns() - t)
-finally:
-    os.close(fd)
-    os.unlink(p)
-ts.sort()
-q = lambda f: ts[min(len(ts) - 1, int(f * len(ts)))] / 1000.0
-print(f"{q(0.50):.1f}\t{q(0.99):.1f}\t{q(0.999):.1f}\t{ts[-1]/1000.0:.1f}")
-PY
+# The same probe as bench/audit.sh: N x (64-byte O_APPEND write + fdatasync), p50/p99/p99.9/max us.
+FSYNC_PY="$ROOT/bench/audit/fsync.py"
 
 # ---------------------------------------------------------------- run
 printf 'mode\ttarget\trep\trps\tp50_us\tp99_us\tnon2xx\tsocket_errors\tload1\n' >"$RAW"

@@ -1,6 +1,6 @@
 """The disk's own fsync latency: N x (64-byte O_APPEND write + fdatasync) in a directory.
 
-Same probe as bench/run.sh. Prints p50, p99, p99.9, max in microseconds, tab-separated.
+Used by bench/run.sh and bench/audit.sh. Prints p50, p99, p99.9, max in microseconds, tab-separated.
 Usage: python3 fsync.py DIR N
 """
 import os
