@@ -238,9 +238,7 @@ impl FileStore {
             tail: tree.tail,
         };
         let (ckpt_tx, ckpt_rx) = mpsc::channel();
-        let ckpt_thread = std::thread::Builder::new()
-            .name("cordon-audit-ckpt".into())
-            .spawn(move || checkpointer.run(ckpt_rx))
+        let ckpt_thread = crate::background::spawn("cordon-audit-ckpt", move || checkpointer.run(ckpt_rx))
             .map_err(AuditError::io(dir, "spawn checkpoint thread"))?;
         let writer = Writer {
             dir: dir.to_path_buf(),
@@ -271,9 +269,7 @@ impl FileStore {
             },
         };
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("cordon-audit-writer".into())
-            .spawn(move || writer.run(rx))
+        let thread = crate::background::spawn("cordon-audit-writer", move || writer.run(rx))
             .map_err(AuditError::io(dir, "spawn writer thread"))?;
         tracing::debug!(store = %dir.display(), next_index = rec.next_index, "audit store open");
         Ok(FileStore {

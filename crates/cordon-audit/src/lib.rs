@@ -40,6 +40,7 @@
 //! ciphertext under a per-subject key that can be shredded ([`Keystore`]) while the chain and the
 //! tree, which hash the ciphertext, still verify.
 
+mod background;
 pub mod bundle;
 /// The record body format shared by every store: `{"i":<index>,"prev":"<hex>","rec":<record>}`,
 /// hashed as RFC 6962 Merkle leaves (`leaf_hash(i) = SHA-256(0x00 || body(i))`) and chained by

@@ -201,18 +201,16 @@ impl Replicator {
         });
         let (stop, rx) = mpsc::channel::<()>();
         let bg = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("cordon-audit-replica".into())
-            .spawn(move || {
-                loop {
-                    let _ = bg.pass();
-                    match rx.recv_timeout(interval) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => break,
-                    }
+        let thread = crate::background::spawn("cordon-audit-replica", move || {
+            loop {
+                let _ = bg.pass();
+                match rx.recv_timeout(interval) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
                 }
-            })
-            .map_err(AuditError::io(replica_dir, "spawn replica thread"))?;
+            }
+        })
+        .map_err(AuditError::io(replica_dir, "spawn replica thread"))?;
         Ok(Replicator {
             inner,
             stop: Some(stop),

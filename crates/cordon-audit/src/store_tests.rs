@@ -260,3 +260,43 @@ fn a_store_is_opened_once_per_process() {
     drop(a);
     assert!(FileStore::open(dir.path(), StoreOptions::default()).is_ok());
 }
+
+/// The scheduling policy of every thread of this process named `name` (field 41 of
+/// /proc/self/task/TID/stat).
+#[cfg(target_os = "linux")]
+fn thread_policies(name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        // Fields after the parenthesised command start at field 3 (state).
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        out.push(after.split_whitespace().nth(41 - 3).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_writer_and_checkpointer_threads_do_not_preempt_request_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    // Thread names are cut to 15 bytes by the kernel.
+    for name in ["cordon-audit-wr", "cordon-audit-ck"] {
+        let policies = thread_policies(name);
+        assert!(!policies.is_empty(), "no {name} thread");
+        assert!(
+            policies.iter().all(|&p| p == libc::SCHED_BATCH),
+            "{name}: {policies:?}"
+        );
+    }
+    drop(store);
+}
