@@ -35,6 +35,8 @@ pub enum AuditError {
     },
     #[error("audit store {path} is already open in this process")]
     AlreadyOpen { path: PathBuf },
+    #[error("audit store {path} is in use by another process (it holds {path}/LOCK); one writer per store")]
+    Locked { path: PathBuf },
     #[error("audit record could not be serialized: {0}")]
     Serialize(String),
     #[error("audit record too large: {len} bytes (limit {limit})")]

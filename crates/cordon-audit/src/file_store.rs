@@ -9,8 +9,11 @@
 //! behind it: open refuses with [`AuditError::Corrupt`] (fail closed: the gateway answers
 //! `audit_unavailable` for that jurisdiction until an operator has run `cordon audit verify`).
 //!
-//! One writer per store directory: a second `open` of the same directory in this process is
-//! refused ([`AuditError::AlreadyOpen`]); there is no cross-process lock yet.
+//! One writer per store directory: a second `open` of the same directory is refused, in this
+//! process ([`AuditError::AlreadyOpen`]) and from another one ([`AuditError::Locked`]: an
+//! exclusive `flock` on `LOCK` in the store directory, held while the store is open and released
+//! by the kernel when the process dies, so a crash leaves no stale lock). Two writers would each
+//! extend the chain from the same head and fork the log.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -119,19 +122,44 @@ pub struct FileStore {
 /// Directories with an open [`FileStore`] in this process.
 static OPEN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
-/// Registration of an open store directory; released on drop (after the writer has stopped).
-struct OpenGuard(PathBuf);
+/// The lock file of a store directory (see the module docs).
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// Registration of an open store directory, in this process and (by the lock file) for every
+/// other; released on drop (after the writer has stopped).
+struct OpenGuard {
+    key: PathBuf,
+    /// Holds the exclusive lock until dropped.
+    _lock: File,
+}
 
 impl OpenGuard {
     fn acquire(dir: &Path) -> Result<OpenGuard, AuditError> {
         let key = fs::canonicalize(dir).map_err(AuditError::io(dir, "resolve store directory"))?;
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !open.get_or_insert_with(HashSet::new).insert(key.clone()) {
+        if open.as_ref().is_some_and(|set| set.contains(&key)) {
             return Err(AuditError::AlreadyOpen {
                 path: dir.to_path_buf(),
             });
         }
-        Ok(OpenGuard(key))
+        let path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(AuditError::io(&path, "open lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(AuditError::io(&path, "lock")(e)),
+        }
+        open.get_or_insert_with(HashSet::new).insert(key.clone());
+        Ok(OpenGuard { key, _lock: lock })
     }
 }
 
@@ -139,7 +167,7 @@ impl Drop for OpenGuard {
     fn drop(&mut self) {
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(set) = open.as_mut() {
-            set.remove(&self.0);
+            set.remove(&self.key);
         }
     }
 }

@@ -355,15 +355,26 @@ impl AuditSet {
     /// Open the stores that already exist under `audit.root` now rather than on first use: opening
     /// runs crash recovery (a torn tail cut back to the last whole record), which must not wait
     /// for that jurisdiction's next request. A store that cannot be opened is logged, and its
-    /// jurisdiction answers `audit_unavailable` until it can; the others serve.
+    /// jurisdiction answers `audit_unavailable` (and `/readyz` fails) until it can; the others
+    /// serve.
     fn open_existing_root_stores(&self, policy: &Policy, delay: Duration) {
+        for (name, loc) in self.existing_root_stores(policy) {
+            if let Err(e) = self.store(&loc, delay) {
+                tracing::error!(store = %name, error = %e, "audit store under the root could not be opened");
+            }
+        }
+    }
+
+    /// The store directories that exist under `audit.root` and are this policy's (by name).
+    fn existing_root_stores(&self, policy: &Policy) -> Vec<(String, StoreLocation)> {
         let Some(root) = &policy.file.audit.root else {
-            return;
+            return Vec::new();
         };
         let root = self.resolve(root);
         let Ok(entries) = std::fs::read_dir(&root) else {
-            return;
+            return Vec::new();
         };
+        let mut out = Vec::new();
         for entry in entries.flatten() {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
@@ -379,13 +390,11 @@ impl AuditSet {
             };
             // Only the directory itself: a jurisdiction whose store the policy moved elsewhere is
             // not this one.
-            let Some(loc) = loc.filter(|l| l.key == StoreKey::Dir(root.join(name))) else {
-                continue;
-            };
-            if let Err(e) = self.store(&loc, delay) {
-                tracing::error!(store = %name, error = %e, "audit store under the root could not be opened");
+            if let Some(loc) = loc.filter(|l| l.key == StoreKey::Dir(root.join(name))) {
+                out.push((name.to_string(), loc));
             }
         }
+        out
     }
 
     /// Readiness: every configured (or already opened) store is writable, and the root is creatable.
@@ -411,6 +420,12 @@ impl AuditSet {
         for s in open {
             s.check_writable()
                 .map_err(|e| format!("audit store {}: {e}", s.describe()))?;
+        }
+        // A store that exists but could not be opened (damaged, or held by another process) is
+        // not in `open`: it is tried again here, so readiness fails until it opens.
+        for (name, loc) in self.existing_root_stores(policy) {
+            self.store(&loc, batch_delay(policy))
+                .map_err(|e| format!("audit store {name}: {e}"))?;
         }
         if let Some(root) = &policy.file.audit.root {
             let root = self.resolve(root);

@@ -379,3 +379,48 @@ audit: {{ root: audit }}
     let (_, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("slow", "hi")).await;
     assert_eq!(body["error"]["code"], "upstream_timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_audit_stores_fails_closed_until_the_first_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("data"), tmp.path().join("data-b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let mut a = Gateway::start(&a_dir, &[], &[]);
+    let de = token(&a_dir, "alice", "DE");
+    assert_eq!(status_for(&a.url, &de, "chat-small").await, 200);
+
+    // B serves the same data directory (so the same EU store); its stderr goes to its own log.
+    std::os::unix::fs::symlink(&a_dir, &b_dir).unwrap();
+    let b = Gateway::start(&b_dir, &[], &[]);
+    let ready = client().get(format!("{}/readyz", b.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains("another process"), "{why}");
+    let (status, _, body) = post(
+        &b.url,
+        "/v1/chat/completions",
+        Some(&de),
+        chat("chat-small", "hi"),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    // The first gateway keeps serving: one writer, one chain.
+    assert_eq!(status_for(&a.url, &de, "chat-small").await, 200);
+
+    // The lock dies with its process: B opens the store (recovering it) and serves.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    eventually("B becomes ready", || async {
+        client()
+            .get(format!("{}/readyz", b.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert_eq!(status_for(&b.url, &de, "chat-small").await, 200);
+    drop(b);
+    let (code, out) = cli(&["audit", "verify", "--data-dir", a_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
