@@ -67,6 +67,41 @@ fn aes_key(bytes: &[u8]) -> Result<LessSafeKey, AuditError> {
         .map_err(|_| AuditError::Crypto("bad AES-256 key"))
 }
 
+/// How far [`Keystore::data_key`] may go on a cache miss.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Only the in-memory cache.
+    Cached,
+    /// Read the key file.
+    Load,
+    /// Read the key file, or create the key.
+    Create,
+}
+
+/// AES-256-GCM `plaintext` under `key`, bound to the jurisdiction and subject by the AAD.
+fn seal_with(
+    key: &LessSafeKey,
+    jurisdiction: &str,
+    subject_pseudonym: &str,
+    plaintext: &[u8],
+) -> Result<Payload, AuditError> {
+    let nonce = random_nonce()?;
+    let mut ct = Vec::with_capacity(plaintext.len() + 16);
+    ct.extend_from_slice(plaintext);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad(PAYLOAD_AAD, jurisdiction, subject_pseudonym).as_slice()),
+        &mut ct,
+    )
+    .map_err(|_| AuditError::Crypto("payload encryption failed"))?;
+    Ok(Payload::Encrypted {
+        alg: PAYLOAD_ALG.to_owned(),
+        key_id: subject_pseudonym.to_owned(),
+        nonce: B64.encode(nonce),
+        ciphertext: B64.encode(&ct),
+    })
+}
+
 fn check_key_id(key_id: &str) -> Result<(), AuditError> {
     if key_id.is_empty() || key_id.len() > 100 {
         return Err(AuditError::InvalidInput {
@@ -97,12 +132,13 @@ impl Keystore {
             .join(format!("{}.key", hex::encode(key_id)))
     }
 
-    /// The subject's data key; created on first use when `create`.
+    /// The subject's data key; read from disk (or, when `lookup` is [`Lookup::Create`], created)
+    /// on a cache miss, unless `lookup` is [`Lookup::Cached`].
     fn data_key(
         &self,
         jurisdiction: &str,
         key_id: &str,
-        create: bool,
+        lookup: Lookup,
     ) -> Result<Option<Arc<LessSafeKey>>, AuditError> {
         check_component("jurisdiction", jurisdiction)?;
         check_key_id(key_id)?;
@@ -122,13 +158,16 @@ impl Keystore {
                 cache.remove(&cache_key);
             }
         }
+        if lookup == Lookup::Cached {
+            return Ok(None);
+        }
         // Loading and creating run without the lock: a new subject's key creation (with its
         // fsyncs) must not hold up every other subject's seal. Creation is atomic (a temporary file
         // hard-linked into place), so racing creators, here or in another process, all end up
         // using the one file that won.
         let key = match self.load(&path, jurisdiction, key_id)? {
             Some(k) => k,
-            None if create => {
+            None if lookup == Lookup::Create => {
                 let dir = self.jurisdiction_dir(jurisdiction);
                 create_private_dir(&dir).map_err(AuditError::io(&dir, "create key directory"))?;
                 let mut dk = [0u8; 32];
@@ -198,7 +237,8 @@ impl Keystore {
         aes_key(dk).map(Some)
     }
 
-    /// Encrypt `plaintext` under the subject's data key (created on first use).
+    /// Encrypt `plaintext` under the subject's data key (created on first use: file I/O and
+    /// fsyncs; see [`Keystore::seal_cached`] for the call that never touches more than a `stat`).
     pub fn seal(
         &self,
         jurisdiction: &str,
@@ -206,23 +246,24 @@ impl Keystore {
         plaintext: &[u8],
     ) -> Result<Payload, AuditError> {
         let key = self
-            .data_key(jurisdiction, subject_pseudonym, true)?
+            .data_key(jurisdiction, subject_pseudonym, Lookup::Create)?
             .ok_or(AuditError::Crypto("data key not created"))?;
-        let nonce = random_nonce()?;
-        let mut ct = Vec::with_capacity(plaintext.len() + 16);
-        ct.extend_from_slice(plaintext);
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(PAYLOAD_AAD, jurisdiction, subject_pseudonym).as_slice()),
-            &mut ct,
-        )
-        .map_err(|_| AuditError::Crypto("payload encryption failed"))?;
-        Ok(Payload::Encrypted {
-            alg: PAYLOAD_ALG.to_owned(),
-            key_id: subject_pseudonym.to_owned(),
-            nonce: B64.encode(nonce),
-            ciphertext: B64.encode(&ct),
-        })
+        seal_with(&key, jurisdiction, subject_pseudonym, plaintext)
+    }
+
+    /// [`Keystore::seal`] when the subject's key is already in memory (and its file still exists);
+    /// `Ok(None)` when it would have to be read or created, so an async caller can do that part
+    /// on a blocking thread.
+    pub fn seal_cached(
+        &self,
+        jurisdiction: &str,
+        subject_pseudonym: &str,
+        plaintext: &[u8],
+    ) -> Result<Option<Payload>, AuditError> {
+        match self.data_key(jurisdiction, subject_pseudonym, Lookup::Cached)? {
+            Some(key) => seal_with(&key, jurisdiction, subject_pseudonym, plaintext).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Decrypt an encrypted payload. `Err(KeyShredded)` once the subject's key is destroyed.
@@ -246,7 +287,7 @@ impl Keystore {
             });
         }
         let key = self
-            .data_key(jurisdiction, key_id, false)?
+            .data_key(jurisdiction, key_id, Lookup::Load)?
             .ok_or_else(|| AuditError::KeyShredded {
                 jurisdiction: jurisdiction.to_owned(),
             })?;
@@ -369,6 +410,30 @@ mod tests {
         assert_eq!(ks.open_payload("EU", &b).unwrap(), b"hello bob");
         let e = ks.open_payload("EU", &a).unwrap_err().to_string();
         assert!(!e.contains("aaaa"), "error names the subject: {e}");
+    }
+
+    /// `seal_cached` seals only with a key already in memory, and never creates or reads one.
+    #[test]
+    fn seal_cached_uses_only_a_cached_key_that_still_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(dir.path(), [7u8; 32]).unwrap();
+        assert!(ks.seal_cached("EU", "ps:aaaa", b"x").unwrap().is_none());
+        assert!(
+            !ks.key_path("EU", "ps:aaaa").exists(),
+            "seal_cached created a key"
+        );
+        ks.seal("EU", "ps:aaaa", b"first").unwrap();
+        let p = ks
+            .seal_cached("EU", "ps:aaaa", b"cached")
+            .unwrap()
+            .expect("cached key");
+        assert_eq!(ks.open_payload("EU", &p).unwrap(), b"cached");
+        // A key on disk but not in this instance's memory is not read.
+        let other = Keystore::open(dir.path(), [7u8; 32]).unwrap();
+        assert!(other.seal_cached("EU", "ps:aaaa", b"x").unwrap().is_none());
+        // After a shred (here by another instance) the cached key is not used.
+        assert!(other.shred("EU", "ps:aaaa").unwrap());
+        assert!(ks.seal_cached("EU", "ps:aaaa", b"x").unwrap().is_none());
     }
 
     /// A new subject's first seals race to create its key (outside the cache lock): every one

@@ -359,14 +359,31 @@ async fn auth_failure(
 }
 
 /// The payload the record carries for an allowed request, per the tier's policy.
-pub fn payload_for(ctx: &Ctx<'_>, s: &Subject, body: &[u8]) -> Result<Payload, ApiError> {
+pub async fn payload_for(ctx: &Ctx<'_>, s: &Subject, body: &[u8]) -> Result<Payload, ApiError> {
     match ctx.policy().tier_spec(s.tier).audit_payload {
         PayloadMode::None => Ok(Payload::None),
         PayloadMode::Digest => Ok(cordon_audit::digest(body)),
-        PayloadMode::Encrypted => ctx
-            .state
-            .keystore
-            .seal(s.jurisdiction.as_str(), &s.pseudonym, body)
-            .map_err(|e| ctx.audit_failed(&e)),
+        PayloadMode::Encrypted => {
+            let keystore = &ctx.state.keystore;
+            match keystore.seal_cached(s.jurisdiction.as_str(), &s.pseudonym, body) {
+                Ok(Some(sealed)) => Ok(sealed),
+                Ok(None) => {
+                    // The subject's first request since start: reading or creating its data key
+                    // (file I/O, fsyncs) runs on a blocking thread, not on the async worker that
+                    // serves everybody else's requests.
+                    let (keystore, j, subject, body) = (
+                        keystore.clone(),
+                        s.jurisdiction,
+                        s.pseudonym.clone(),
+                        body.to_vec(),
+                    );
+                    tokio::task::spawn_blocking(move || keystore.seal(j.as_str(), &subject, &body))
+                        .await
+                        .map_err(|e| ctx.audit_failed(&e))?
+                        .map_err(|e| ctx.audit_failed(&e))
+                }
+                Err(e) => Err(ctx.audit_failed(&e)),
+            }
+        }
     }
 }

@@ -190,7 +190,7 @@ async fn serve(
     rec.processing_jurisdictions = ep.location.jurisdiction_list();
     rec.transfer_mechanism = Some(first.mechanism.as_str().to_string());
     rec.transfer_reference = first.reference.clone();
-    rec.payload = payload_for(ctx, subject, body.raw())?;
+    rec.payload = payload_for(ctx, subject, body.raw()).await?;
     let ack = ctx.append(&loc, rec)?;
 
     // Strict: durable before anything is forwarded. Overlapped: the fsync runs while the upstream

@@ -46,7 +46,7 @@ impl Server {
                 load_or_create_master_key(&keys.join("master.key")).map_err(|e| format!("master key: {e}"))?
             }
         };
-        let keystore = Keystore::open(&keys, master).map_err(|e| format!("keystore: {e}"))?;
+        let keystore = Arc::new(Keystore::open(&keys, master).map_err(|e| format!("keystore: {e}"))?);
         let audit = AuditSet::new(&config.data_dir);
         audit.open_configured(&rt.policy).await?;
         for w in rt.policy.warnings.iter() {

@@ -14,7 +14,8 @@ pub struct AppState {
     pub runtime: ArcSwap<Runtime>,
     pub audit: AuditSet,
     pub pseudonyms: Pseudonymizer,
-    pub keystore: Keystore,
+    /// Shared with blocking threads: a subject's first seal creates its key there.
+    pub keystore: Arc<Keystore>,
     pub metrics: Metrics,
     pub data_dir: PathBuf,
 }
