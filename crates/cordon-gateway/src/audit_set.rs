@@ -210,7 +210,8 @@ impl AuditSet {
         {
             return Ok(c.1.clone());
         }
-        let s = self.lookup_or_open(loc, batch_delay)?;
+        // Opening runs crash recovery, creates files and fsyncs: keep it off the async worker.
+        let s = off_the_worker(|| self.lookup_or_open(loc, batch_delay))?;
         loc.cached.store(Some(Arc::new((generation, s.clone()))));
         Ok(s)
     }
@@ -435,6 +436,66 @@ impl AuditSet {
     }
 }
 
+/// Run blocking `f` (file I/O, fsyncs) from synchronous code that may be on an async worker: on
+/// the multi-threaded runtime the worker first hands its other tasks to another thread
+/// (`block_in_place`), so the requests it was serving are not held up; elsewhere (no runtime, a
+/// blocking thread, a current-thread runtime) `f` just runs.
+fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 pub fn batch_delay(policy: &Policy) -> Duration {
     Duration::from_micros(policy.file.audit.batch_delay_us.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_the_worker;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Wait (with a deadline) inside `off_the_worker` for another task of the same one-worker
+    /// runtime to run: it can only run if the worker was handed off.
+    fn blocks_until_other_task_ran(flag: &AtomicBool) -> bool {
+        off_the_worker(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !flag.load(Ordering::Acquire) {
+                if Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            true
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_blocking_open_lets_the_worker_serve_other_tasks() {
+        // Both tasks run on the runtime's only worker (the test body itself does not).
+        let waited = tokio::spawn(async {
+            let ran = Arc::new(AtomicBool::new(false));
+            let other = tokio::spawn({
+                let ran = ran.clone();
+                async move { ran.store(true, Ordering::Release) }
+            });
+            let ok = blocks_until_other_task_ran(&ran);
+            other.await.unwrap();
+            ok
+        });
+        assert!(
+            waited.await.unwrap(),
+            "the other task never ran while the worker was blocked"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn on_a_current_thread_runtime_it_just_runs() {
+        assert_eq!(off_the_worker(|| 7), 7);
+    }
 }
