@@ -7,10 +7,34 @@ use cordon_audit::{Outcome, Record, read_records};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_routes_refuses_and_audits_by_jurisdiction() {
+    quickstart_scenario(&[]).await;
+}
+
+/// The same with one request thread: the single-threaded runtime (what one CPU gets by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_on_a_single_threaded_runtime() {
+    quickstart_scenario(&["--workers", "1"]).await;
+}
+
+#[test]
+fn zero_workers_is_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, out) = cli(&[
+        "serve",
+        "--workers",
+        "0",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--workers"), "{out}");
+}
+
+async fn quickstart_scenario(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let gw = Gateway::start(&data, &[], &[]);
+    let gw = Gateway::start(&data, extra, &[]);
     let de = token(&data, "alice", "DE");
     let us = token(&data, "bob", "US");
     let cn = token(&data, "chen", "CN");
