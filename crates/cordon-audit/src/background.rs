@@ -4,7 +4,7 @@
 //! thread that woke it (the default wake-up preemption does, twice per batch: on the append's
 //! wake-up and again when its fsync completes). It runs as soon as that thread next blocks, and
 //! by then more records have queued for the same fsync. Measured on one core shared with the
-//! upstream (`docs/PERFORMANCE.md`, "Audit threads as SCHED_BATCH"): context switches per
+//! upstream (`docs/PERFORMANCE.md`, "Third pass"): context switches per
 //! request 1.25 -> 0.7, Cordon's CPU per request -16%, and a lower 1-connection p99. An idle
 //! core still runs the thread at once; this only changes who yields on a busy one.
 
