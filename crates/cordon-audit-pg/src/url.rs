@@ -72,11 +72,49 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, PgError> {
     // tokio-postgres' message can quote the offending parameter value; keep it out.
     let config = tokio_postgres::Config::from_str(&url)
         .map_err(|_| PgError::Url("not a valid PostgreSQL connection URL".into()))?;
+    if let Some(host) = remote_without_tls(&config) {
+        return Err(PgError::Url(format!(
+            "{host} is not on this machine, and this build speaks to PostgreSQL without TLS: \
+             connect through a Unix socket or a loopback TLS tunnel (e.g. pgbouncer or stunnel), \
+             or add sslmode=disable to send audit records in plaintext on purpose"
+        )));
+    }
     Ok(StoreUrl {
         config,
         schema: schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
         role,
         chain_id,
+    })
+}
+
+/// The first host the connection would go to over a network, unless plaintext was asked for
+/// (`sslmode=disable`). This build has no TLS for PostgreSQL, so `prefer` (the default) would
+/// quietly send records in the clear and `require` would fail at connect: say so at parse time.
+/// A Unix socket, `localhost` and loopback addresses stay on the machine.
+fn remote_without_tls(c: &tokio_postgres::Config) -> Option<String> {
+    if c.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        return None;
+    }
+    // `hostaddr` is where the connection goes when it is given; `host` then only names the server.
+    if !c.get_hostaddrs().is_empty() {
+        return c
+            .get_hostaddrs()
+            .iter()
+            .find(|a| !a.is_loopback())
+            .map(|a| a.to_string());
+    }
+    c.get_hosts().iter().find_map(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            let local = name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback());
+            (!local).then(|| name.clone())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => None,
     })
 }
 
@@ -144,7 +182,7 @@ mod tests {
     #[test]
     fn parses_cordon_params_and_passes_the_rest() {
         let u = parse_store_url(
-            "postgres://gw:s3cret@db.internal:6543/audit?schema=eu_audit&role=cordon_writer&chain=gw-fra-1-a&connect_timeout=3",
+            "postgres://gw:s3cret@db.internal:6543/audit?schema=eu_audit&role=cordon_writer&chain=gw-fra-1-a&connect_timeout=3&sslmode=disable",
         )
         .unwrap();
         assert_eq!(u.schema, "eu_audit");
@@ -162,6 +200,33 @@ mod tests {
         let d = parse_store_url("postgresql://localhost/test").unwrap();
         assert_eq!(d.schema, DEFAULT_SCHEMA);
         assert_eq!(d.role, None);
+    }
+
+    #[test]
+    fn a_remote_database_needs_plaintext_asked_for_explicitly() {
+        for local in [
+            "postgres://u@localhost/db",
+            "postgres://u@127.0.0.1:5432/db",
+            "postgres://u@[::1]/db",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/db",
+            "postgres://u@db.internal/db?hostaddr=127.0.0.1",
+            "postgres://u@db.internal/db?sslmode=disable",
+        ] {
+            assert!(parse_store_url(local).is_ok(), "{local}");
+        }
+        for remote in [
+            "postgres://u:pw-secret@db.internal/db",
+            "postgres://u:pw-secret@db.internal/db?sslmode=require",
+            "postgres://u:pw-secret@10.0.0.5/db?sslmode=prefer",
+            "postgres://u:pw-secret@localhost/db?hostaddr=10.0.0.5",
+        ] {
+            let e = parse_store_url(remote).unwrap_err().to_string();
+            assert!(
+                e.contains("without TLS") && e.contains("sslmode=disable"),
+                "{remote}: {e}"
+            );
+            assert!(!e.contains("pw-secret"), "{e}");
+        }
     }
 
     #[test]
