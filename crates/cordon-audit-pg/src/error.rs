@@ -21,6 +21,9 @@ pub enum PgError {
     /// password).
     #[error("invalid audit store URL: {0}")]
     Url(String),
+    /// The TLS client for the store could not be set up (e.g. an unreadable `sslrootcert`).
+    #[error("audit store TLS: {0}")]
+    Tls(String),
     /// A schema, role or chain id that is not a plain identifier.
     #[error("invalid {what}: {why}")]
     InvalidInput { what: &'static str, why: &'static str },
@@ -73,6 +76,17 @@ impl PgError {
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-        None => e.to_string(),
+        // Not from the server (I/O, TLS, protocol): its causes carry no row data, and say why
+        // (e.g. the TLS handshake's "invalid peer certificate: UnknownIssuer").
+        None => {
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                out.push_str(": ");
+                out.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            out
+        }
     }
 }

@@ -33,6 +33,7 @@ mod body;
 mod error;
 mod schema;
 mod store;
+mod tls;
 mod url;
 mod verify;
 
@@ -40,9 +41,10 @@ pub use body::{entry_and_leaf_hash, entry_hash, leaf_hash};
 pub use error::{PgError, describe_pg_error};
 pub use schema::{APPEND_ONLY_MESSAGE, WRITER_ROLE, migrate, migrate_with_role};
 pub use store::{PgAck, PgStore, PgStoreOptions, PgStoreStats};
-pub use url::{DEFAULT_SCHEMA, StoreUrl, parse_store_url, redact_config};
+pub use tls::{connect, connector};
+pub use url::{DEFAULT_SCHEMA, StoreUrl, Tls, parse_store_url, redact_config};
 pub use verify::{
-    PgBreakKind, PgChainReport, PgVerifyError, PgVerifyReport, verify, verify_config, verify_url,
+    PgBreakKind, PgChainReport, PgVerifyError, PgVerifyReport, verify, verify_config, verify_url, verify_with,
 };
 
 /// Re-exported so callers can build a [`PgStoreOptions`] without naming the crate.

@@ -43,6 +43,9 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct PgStoreOptions {
     /// Connection settings (a `connect_timeout` of 5 s is applied when none is set).
     pub config: tokio_postgres::Config,
+    /// TLS for the connections; it decides `config`'s `sslmode` (off: `disable`). Default off;
+    /// [`PgStoreOptions::from_url`] takes the URL's.
+    pub tls: crate::Tls,
     /// Schema created by [`crate::migrate`].
     pub schema: String,
     /// This replica's chain id, e.g. `gw-fra-1-a`. Exactly one live writer per chain id.
@@ -67,6 +70,7 @@ impl PgStoreOptions {
     pub fn new(config: tokio_postgres::Config, schema: &str, chain_id: &str) -> PgStoreOptions {
         PgStoreOptions {
             config,
+            tls: crate::Tls::Off,
             schema: schema.to_string(),
             chain_id: chain_id.to_string(),
             role: Some(WRITER_ROLE.to_string()),
@@ -88,6 +92,7 @@ impl PgStoreOptions {
         if let Some(role) = &url.role {
             o.role = Some(role.clone());
         }
+        o.tls = url.tls.clone();
         o
     }
 }
@@ -208,13 +213,14 @@ impl PgStore {
         }
         let store = format!("{}?schema={schema} chain {chain_id}", redact_config(&opts.config));
         let mut config = opts.config.clone();
+        crate::tls::apply(&mut config, &opts.tls);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         let timeout = config.get_connect_timeout().copied();
         let mgr = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            crate::tls::connector(&opts.tls)?,
             ManagerConfig {
                 // Connections are taken rarely (at start and after a failure): check them.
                 recycling_method: RecyclingMethod::Verified,

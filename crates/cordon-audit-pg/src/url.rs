@@ -1,9 +1,18 @@
 //! Store URLs: `postgres://user[:password]@host[:port]/dbname?schema=S[&role=R][&chain=C][&...]`.
 //!
-//! `schema`, `role` and `chain` are Cordon's; every other query parameter (`connect_timeout`,
-//! `application_name`, `sslmode`, ...) goes to tokio-postgres unchanged. Nothing here ever quotes
-//! the URL back (it may hold a password): use [`StoreUrl::redacted`] / [`redact_config`].
+//! `schema`, `role` and `chain` are Cordon's, and so are `sslmode` and `sslrootcert` (see
+//! [`Tls`]); every other query parameter (`connect_timeout`, `application_name`, ...) goes to
+//! tokio-postgres unchanged. Nothing here ever quotes the URL back (it may hold a password): use
+//! [`StoreUrl::redacted`] / [`redact_config`].
+//!
+//! TLS (`sslmode`): `disable` is plaintext. `require`, `verify-ca` and `verify-full` all mean TLS
+//! with the server's certificate AND host name checked (against the platform's roots, or the
+//! PEM file `sslrootcert=FILE`): stricter than libpq's `require`, which checks neither. Unset or
+//! `prefer`: TLS as above for a host off the machine, plaintext for a Unix socket, `localhost`
+//! or a loopback address. So audit records never cross a network in the clear unless the URL
+//! says `sslmode=disable`.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::PgError;
@@ -22,6 +31,19 @@ pub struct StoreUrl {
     pub role: Option<String>,
     /// Chain id (the replica id) for a writer, if given.
     pub chain_id: Option<String>,
+    /// How the connection is protected (see the module docs).
+    pub tls: Tls,
+}
+
+/// TLS for a PostgreSQL connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tls {
+    /// Plaintext (`sslmode=disable`, or a connection that stays on the machine).
+    #[default]
+    Off,
+    /// TLS, the certificate chain and host name verified against `root_cert` (a PEM file) or,
+    /// when `None`, the platform's trust store.
+    Verify { root_cert: Option<PathBuf> },
 }
 
 impl std::fmt::Debug for StoreUrl {
@@ -50,6 +72,8 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, PgError> {
     let mut schema = None;
     let mut role = None;
     let mut chain_id = None;
+    let mut sslmode = None;
+    let mut root_cert = None;
     let mut passthrough = Vec::new();
     for pair in query
         .into_iter()
@@ -61,6 +85,8 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, PgError> {
             "schema" => schema = Some(checked_ident("schema", v)?.to_string()),
             "role" => role = Some(checked_ident("role", v)?.to_string()),
             "chain" | "chain_id" => chain_id = Some(checked_chain_id(v)?.to_string()),
+            "sslmode" => sslmode = Some(v),
+            "sslrootcert" => root_cert = Some(PathBuf::from(percent_decode(v)?)),
             _ => passthrough.push(pair),
         }
     }
@@ -70,51 +96,55 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, PgError> {
         url.push_str(&passthrough.join("&"));
     }
     // tokio-postgres' message can quote the offending parameter value; keep it out.
-    let config = tokio_postgres::Config::from_str(&url)
+    let mut config = tokio_postgres::Config::from_str(&url)
         .map_err(|_| PgError::Url("not a valid PostgreSQL connection URL".into()))?;
-    if let Some(host) = remote_without_tls(&config) {
-        return Err(PgError::Url(format!(
-            "{host} is not on this machine, and this build speaks to PostgreSQL without TLS: \
-             connect through a Unix socket or a loopback TLS tunnel (e.g. pgbouncer or stunnel), \
-             or add sslmode=disable to send audit records in plaintext on purpose"
-        )));
-    }
+    let tls = match sslmode {
+        Some("disable") => Tls::Off,
+        Some("require" | "verify-ca" | "verify-full") => Tls::Verify { root_cert },
+        None | Some("prefer") if stays_on_this_machine(&config) => Tls::Off,
+        None | Some("prefer") => Tls::Verify { root_cert },
+        Some(_) => {
+            return Err(PgError::Url(
+                "sslmode must be disable, prefer, require, verify-ca or verify-full".into(),
+            ));
+        }
+    };
+    crate::tls::apply(&mut config, &tls);
     Ok(StoreUrl {
         config,
         schema: schema.unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
         role,
         chain_id,
+        tls,
     })
 }
 
-/// The first host the connection would go to over a network, unless plaintext was asked for
-/// (`sslmode=disable`). This build has no TLS for PostgreSQL, so `prefer` (the default) would
-/// quietly send records in the clear and `require` would fail at connect: say so at parse time.
-/// A Unix socket, `localhost` and loopback addresses stay on the machine.
-fn remote_without_tls(c: &tokio_postgres::Config) -> Option<String> {
-    if c.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
-        return None;
-    }
-    // `hostaddr` is where the connection goes when it is given; `host` then only names the server.
+/// `%XX` escapes of a query value (a file path may hold `/` as `%2F`).
+fn percent_decode(v: &str) -> Result<String, PgError> {
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| PgError::Url("sslrootcert: not UTF-8 once decoded".into()))
+}
+
+/// Does every address the connection may go to stay on this machine (a Unix socket, `localhost`,
+/// a loopback address)? `hostaddr`, when given, is where it goes; `host` then only names the
+/// server.
+fn stays_on_this_machine(c: &tokio_postgres::Config) -> bool {
     if !c.get_hostaddrs().is_empty() {
-        return c
-            .get_hostaddrs()
-            .iter()
-            .find(|a| !a.is_loopback())
-            .map(|a| a.to_string());
+        return c.get_hostaddrs().iter().all(|a| a.is_loopback());
     }
-    c.get_hosts().iter().find_map(|h| match h {
+    c.get_hosts().iter().all(|h| match h {
         tokio_postgres::config::Host::Tcp(name) => {
-            let local = name.eq_ignore_ascii_case("localhost")
+            name.eq_ignore_ascii_case("localhost")
                 || name
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .parse::<std::net::IpAddr>()
-                    .is_ok_and(|a| a.is_loopback());
-            (!local).then(|| name.clone())
+                    .is_ok_and(|a| a.is_loopback())
         }
         #[cfg(unix)]
-        tokio_postgres::config::Host::Unix(_) => None,
+        tokio_postgres::config::Host::Unix(_) => true,
     })
 }
 
@@ -182,7 +212,7 @@ mod tests {
     #[test]
     fn parses_cordon_params_and_passes_the_rest() {
         let u = parse_store_url(
-            "postgres://gw:s3cret@db.internal:6543/audit?schema=eu_audit&role=cordon_writer&chain=gw-fra-1-a&connect_timeout=3&sslmode=disable",
+            "postgres://gw:s3cret@db.internal:6543/audit?schema=eu_audit&role=cordon_writer&chain=gw-fra-1-a&connect_timeout=3",
         )
         .unwrap();
         assert_eq!(u.schema, "eu_audit");
@@ -203,30 +233,43 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_database_needs_plaintext_asked_for_explicitly() {
+    fn tls_is_on_off_the_machine_unless_plaintext_is_asked_for() {
+        let tls = |u: &str| parse_store_url(u).unwrap_or_else(|e| panic!("{u}: {e}")).tls;
+        let verify = |root: Option<&str>| Tls::Verify {
+            root_cert: root.map(PathBuf::from),
+        };
         for local in [
             "postgres://u@localhost/db",
             "postgres://u@127.0.0.1:5432/db",
-            "postgres://u@[::1]/db",
+            "postgres://u@[::1]/db?sslmode=prefer",
             "postgres://u@%2Fvar%2Frun%2Fpostgresql/db",
             "postgres://u@db.internal/db?hostaddr=127.0.0.1",
             "postgres://u@db.internal/db?sslmode=disable",
         ] {
-            assert!(parse_store_url(local).is_ok(), "{local}");
+            assert_eq!(tls(local), Tls::Off, "{local}");
         }
         for remote in [
-            "postgres://u:pw-secret@db.internal/db",
-            "postgres://u:pw-secret@db.internal/db?sslmode=require",
-            "postgres://u:pw-secret@10.0.0.5/db?sslmode=prefer",
-            "postgres://u:pw-secret@localhost/db?hostaddr=10.0.0.5",
+            "postgres://u@db.internal/db",
+            "postgres://u@10.0.0.5/db?sslmode=prefer",
+            "postgres://u@localhost/db?hostaddr=10.0.0.5",
+            "postgres://u@localhost/db?sslmode=require",
+            "postgres://u@db.internal/db?sslmode=verify-full",
         ] {
-            let e = parse_store_url(remote).unwrap_err().to_string();
-            assert!(
-                e.contains("without TLS") && e.contains("sslmode=disable"),
-                "{remote}: {e}"
-            );
-            assert!(!e.contains("pw-secret"), "{e}");
+            assert_eq!(tls(remote), verify(None), "{remote}");
         }
+        assert_eq!(
+            tls("postgres://u@db.internal/db?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem"),
+            verify(Some("/etc/ca.pem"))
+        );
+        // What tokio-postgres is told: TLS required, or none at all; never `prefer`.
+        let u = parse_store_url("postgres://u@db.internal/db").unwrap();
+        assert_eq!(u.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let u = parse_store_url("postgres://u@localhost/db").unwrap();
+        assert_eq!(u.config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        assert!(
+            parse_store_url("postgres://u:pw-secret@h/db?sslmode=allow")
+                .is_err_and(|e| !e.to_string().contains("pw-secret"))
+        );
     }
 
     #[test]

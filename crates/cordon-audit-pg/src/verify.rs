@@ -151,31 +151,33 @@ pub async fn verify(conn_str: &str, schema: &str) -> Result<PgVerifyReport, PgVe
 /// Verify the store a `postgres://...?schema=S` URL names (for `cordon audit verify --store`).
 pub async fn verify_url(url: &str) -> Result<PgVerifyReport, PgVerifyError> {
     let u = parse_store_url(url)?;
-    verify_config(&u.config, &u.schema).await
+    verify_with(&u.config, &u.tls, &u.schema).await
 }
 
-/// Verify the store in `schema` reached with `config`.
+/// Verify the store in `schema` reached with `config`, without TLS.
 pub async fn verify_config(
     config: &tokio_postgres::Config,
     schema: &str,
 ) -> Result<PgVerifyReport, PgVerifyError> {
+    verify_with(config, &crate::Tls::Off, schema).await
+}
+
+/// Verify the store in `schema` reached with `config` and `tls`.
+pub async fn verify_with(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+) -> Result<PgVerifyReport, PgVerifyError> {
     let s = checked_ident("schema", schema)?.to_string();
     let store = format!("{}?schema={s}", redact_config(config));
-    let (mut client, connection) =
-        config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| PgError::Connect {
-                store: store.clone(),
-                cause: crate::error::describe_pg_error(&e),
-            })?;
-    let conn_task = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let result = verify_in(&mut client, &s, &store).await;
-    drop(client);
-    let _ = conn_task.await;
-    result
+    let mut client = crate::tls::connect(config, tls).await.map_err(|e| match e {
+        PgError::Connect { cause, .. } => PgError::Connect {
+            store: store.clone(),
+            cause,
+        },
+        other => other,
+    })?;
+    verify_in(&mut client, &s, &store).await
 }
 
 type Checkpoint = (u64, Vec<u8>, Vec<u8>);

@@ -621,3 +621,91 @@ async fn open_fails_cleanly_when_the_database_is_unreachable() {
     assert!(!msg.contains("pw-secret"), "{msg}");
     assert!(msg.contains("cannot connect"), "{msg}");
 }
+
+/// TLS against this machine's PostgreSQL (Debian's `ssl = on`, with its self-signed certificate
+/// for `localhost`): `sslmode=require` with that certificate as `sslrootcert` writes and verifies
+/// over TLS; another issuer's root, or a host name the certificate does not name, is refused:
+/// never a silent fallback to plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_are_verified_and_never_fall_back_to_plaintext() {
+    let db = setup().await;
+    let setting = |name: &'static str| {
+        let admin = &db.admin;
+        async move {
+            let row = admin.query_one(&format!("SHOW {name}"), &[]).await.unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        setting("ssl").await,
+        "on",
+        "the test database offers no TLS (ssl = off), so this test cannot check it"
+    );
+    let cert = setting("ssl_cert_file").await;
+    let user = db.config.get_user().unwrap_or("postgres").to_string();
+    let dbname = db.config.get_dbname().unwrap_or("test").to_string();
+    let port = db.config.get_ports().first().copied().unwrap_or(5432);
+    let url = |host: &str, extra: &str| {
+        format!(
+            "postgres://{user}@{host}:{port}/{dbname}?schema={}&sslmode=require{extra}",
+            db.schema
+        )
+    };
+    let good = url("localhost", &format!("&sslrootcert={cert}"));
+    let parsed = cordon_audit_pg::parse_store_url(&good).unwrap();
+    let client = cordon_audit_pg::connect(&parsed.config, &parsed.tls)
+        .await
+        .unwrap();
+    let on_tls: bool = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(on_tls, "connected, but not over TLS");
+
+    // The store's own pool and verification go over the same TLS.
+    let store = PgStore::open(PgStoreOptions::from_url(&parsed, "gw-tls"))
+        .await
+        .unwrap();
+    assert_eq!(append_n(&store, 3).await.len(), 3);
+    drop(store);
+    let report = verify_url(&good).await.unwrap();
+    assert_eq!(report.records, 3);
+
+    // A certificate for `localhost` from another issuer (made here with the openssl CLI) is not
+    // a root for the server's; and the server's certificate does not name 127.0.0.1.
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=localhost", "-days", "1", "-keyout"])
+        .arg(tmp.path().join("other-key.pem"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    for bad in [
+        url("localhost", &format!("&sslrootcert={}", other.display())),
+        url("127.0.0.1", &format!("&sslrootcert={cert}")),
+    ] {
+        let parsed = cordon_audit_pg::parse_store_url(&bad).unwrap();
+        let err = cordon_audit_pg::connect(&parsed.config, &parsed.tls)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("connected without a valid certificate: {bad}"));
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{bad}: {err}"
+        );
+    }
+    db.cleanup().await;
+}

@@ -477,14 +477,8 @@ fn init_postgres(url: &str) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (client, conn) = parsed
-            .config
-            .connect(cordon_audit_pg::tokio_postgres::NoTls)
-            .await?;
-        let driver = tokio::spawn(conn);
+        let client = cordon_audit_pg::connect(&parsed.config, &parsed.tls).await?;
         cordon_audit_pg::migrate_with_role(&client, &parsed.schema, &role).await?;
-        drop(client);
-        let _ = driver.await;
         anyhow::Ok(())
     })?;
     println!(
