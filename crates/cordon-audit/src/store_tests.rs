@@ -289,14 +289,22 @@ fn thread_policies(name: &str) -> Vec<i32> {
 fn the_writer_and_checkpointer_threads_do_not_preempt_request_threads() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
-    // Thread names are cut to 15 bytes by the kernel.
+    // Thread names are cut to 15 bytes by the kernel. A new thread names itself and then sets
+    // its policy, so wait (with a deadline) for both.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     for name in ["cordon-audit-wr", "cordon-audit-ck"] {
-        let policies = thread_policies(name);
-        assert!(!policies.is_empty(), "no {name} thread");
-        assert!(
-            policies.iter().all(|&p| p == libc::SCHED_BATCH),
-            "{name}: {policies:?}"
-        );
+        loop {
+            let policies = thread_policies(name);
+            if !policies.is_empty() && policies.iter().all(|&p| p == libc::SCHED_BATCH) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: policies {policies:?} (expected SCHED_BATCH = {})",
+                libc::SCHED_BATCH
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     drop(store);
 }
