@@ -43,8 +43,9 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct PgStoreOptions {
     /// Connection settings (a `connect_timeout` of 5 s is applied when none is set).
     pub config: tokio_postgres::Config,
-    /// TLS for the connections; it decides `config`'s `sslmode` (off: `disable`). Default off;
-    /// [`PgStoreOptions::from_url`] takes the URL's.
+    /// TLS for the connections; it decides `config`'s `sslmode` (off: `disable`). Default: what
+    /// `config`'s `sslmode` asks for ([`crate::Tls::for_config`]); [`PgStoreOptions::from_url`]
+    /// takes the URL's.
     pub tls: crate::Tls,
     /// Schema created by [`crate::migrate`].
     pub schema: String,
@@ -69,8 +70,8 @@ pub struct PgStoreOptions {
 impl PgStoreOptions {
     pub fn new(config: tokio_postgres::Config, schema: &str, chain_id: &str) -> PgStoreOptions {
         PgStoreOptions {
+            tls: crate::Tls::for_config(&config),
             config,
-            tls: crate::Tls::Off,
             schema: schema.to_string(),
             chain_id: chain_id.to_string(),
             role: Some(WRITER_ROLE.to_string()),

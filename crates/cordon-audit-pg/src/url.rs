@@ -36,10 +36,9 @@ pub struct StoreUrl {
 }
 
 /// TLS for a PostgreSQL connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tls {
     /// Plaintext (`sslmode=disable`, or a connection that stays on the machine).
-    #[default]
     Off,
     /// TLS, the certificate chain and host name verified against `root_cert` (a PEM file) or,
     /// when `None`, the platform's trust store.
@@ -101,6 +100,8 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, PgError> {
     let tls = match sslmode {
         Some("disable") => Tls::Off,
         Some("require" | "verify-ca" | "verify-full") => Tls::Verify { root_cert },
+        // A root certificate given is a request for TLS, on the machine too.
+        None | Some("prefer") if root_cert.is_some() => Tls::Verify { root_cert },
         None | Some("prefer") if stays_on_this_machine(&config) => Tls::Off,
         None | Some("prefer") => Tls::Verify { root_cert },
         Some(_) => {
@@ -125,6 +126,20 @@ fn percent_decode(v: &str) -> Result<String, PgError> {
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| PgError::Url("sslrootcert: not UTF-8 once decoded".into()))
+}
+
+impl Tls {
+    /// The TLS a connection string with no Cordon parameters gets, by the same rule as a store
+    /// URL: `disable` is off; `require` is on; `prefer` (tokio-postgres' default) is on unless
+    /// every address stays on this machine. So a `Config` built elsewhere never loses the TLS its
+    /// `sslmode` asked for.
+    pub fn for_config(c: &tokio_postgres::Config) -> Tls {
+        match c.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => Tls::Off,
+            tokio_postgres::config::SslMode::Prefer if stays_on_this_machine(c) => Tls::Off,
+            _ => Tls::Verify { root_cert: None },
+        }
+    }
 }
 
 /// Does every address the connection may go to stay on this machine (a Unix socket, `localhost`,
@@ -260,6 +275,26 @@ mod tests {
         assert_eq!(
             tls("postgres://u@db.internal/db?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem"),
             verify(Some("/etc/ca.pem"))
+        );
+        assert_eq!(
+            tls("postgres://u@localhost/db?sslrootcert=%2Fetc%2Fca.pem"),
+            verify(Some("/etc/ca.pem"))
+        );
+        // A connection string built elsewhere keeps what its sslmode asked for.
+        let cfg = |s: &str| tokio_postgres::Config::from_str(s).unwrap();
+        assert_eq!(
+            Tls::for_config(&cfg("host=db.internal sslmode=require")),
+            verify(None)
+        );
+        assert_eq!(Tls::for_config(&cfg("host=db.internal")), verify(None));
+        assert_eq!(Tls::for_config(&cfg("host=127.0.0.1")), Tls::Off);
+        assert_eq!(
+            Tls::for_config(&cfg("host=localhost sslmode=require")),
+            verify(None)
+        );
+        assert_eq!(
+            Tls::for_config(&cfg("host=db.internal sslmode=disable")),
+            Tls::Off
         );
         // What tokio-postgres is told: TLS required, or none at all; never `prefer`.
         let u = parse_store_url("postgres://u@db.internal/db").unwrap();

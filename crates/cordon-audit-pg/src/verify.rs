@@ -154,12 +154,13 @@ pub async fn verify_url(url: &str) -> Result<PgVerifyReport, PgVerifyError> {
     verify_with(&u.config, &u.tls, &u.schema).await
 }
 
-/// Verify the store in `schema` reached with `config`, without TLS.
+/// Verify the store in `schema` reached with `config`, with the TLS its `sslmode` asks for
+/// ([`crate::Tls::for_config`]).
 pub async fn verify_config(
     config: &tokio_postgres::Config,
     schema: &str,
 ) -> Result<PgVerifyReport, PgVerifyError> {
-    verify_with(config, &crate::Tls::Off, schema).await
+    verify_with(config, &crate::Tls::for_config(config), schema).await
 }
 
 /// Verify the store in `schema` reached with `config` and `tls`.

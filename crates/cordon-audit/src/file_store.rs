@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -129,8 +130,9 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 /// other; released on drop (after the writer has stopped).
 struct OpenGuard {
     key: PathBuf,
-    /// Holds the exclusive lock until dropped.
-    _lock: File,
+    /// Holds the exclusive lock until dropped (first, in `drop`: a reopen in this process right
+    /// after must not see its own process's lock as another's).
+    lock: Option<File>,
 }
 
 impl OpenGuard {
@@ -143,10 +145,12 @@ impl OpenGuard {
             });
         }
         let path = dir.join(LOCK_FILE);
+        // Owner-only: another local user must not be able to hold the lock and block the store.
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(AuditError::io(&path, "open lock file"))?;
         match lock.try_lock() {
@@ -159,12 +163,16 @@ impl OpenGuard {
             Err(fs::TryLockError::Error(e)) => return Err(AuditError::io(&path, "lock")(e)),
         }
         open.get_or_insert_with(HashSet::new).insert(key.clone());
-        Ok(OpenGuard { key, _lock: lock })
+        Ok(OpenGuard {
+            key,
+            lock: Some(lock),
+        })
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        drop(self.lock.take());
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(set) = open.as_mut() {
             set.remove(&self.key);

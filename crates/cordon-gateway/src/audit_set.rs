@@ -210,8 +210,11 @@ impl AuditSet {
         {
             return Ok(c.1.clone());
         }
-        // Opening runs crash recovery, creates files and fsyncs: keep it off the async worker.
-        let s = off_the_worker(|| self.lookup_or_open(loc, batch_delay))?;
+        let s = match self.lookup(&loc.key) {
+            Some(s) => s,
+            // Opening runs crash recovery, creates files and fsyncs: keep it off the async worker.
+            None => off_the_worker(|| self.lookup_or_open(loc, batch_delay))?,
+        };
         loc.cached.store(Some(Arc::new((generation, s.clone()))));
         Ok(s)
     }
@@ -320,10 +323,16 @@ impl AuditSet {
                 continue;
             };
             match &loc.key {
-                StoreKey::Dir(_) => {
-                    self.store(&loc, delay)
-                        .map_err(|e| format!("audit store {j}: {e}"))?;
-                }
+                StoreKey::Dir(_) => match self.store(&loc, delay) {
+                    Ok(_) => {}
+                    // Another gateway holds it (e.g. the old instance during a rolling restart):
+                    // serve the other jurisdictions, fail this one closed, and take it over when
+                    // the lock is released (`/readyz` names it meanwhile).
+                    Err(e @ AuditError::Locked { .. }) => {
+                        tracing::warn!(store = %j, error = %e, "audit store held by another process");
+                    }
+                    Err(e) => return Err(format!("audit store {j}: {e}")),
+                },
                 StoreKey::Postgres { url, chain } => {
                     let already = self
                         .open

@@ -21,27 +21,28 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "CORDON_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Threads serving requests (default: the CPUs this process may run on). With 1, requests
-    /// are served by one event loop on the main thread, with no hand-offs between workers.
+    /// Threads serving requests (default: the CPUs this process may run on). `1` serves every
+    /// request on one event loop: no hand-offs between threads (the fastest on one CPU), but a
+    /// store's first open, or its reopen after a failure (crash recovery: seconds on a large
+    /// store), then pauses every request; the multi-threaded default moves that off its workers.
     #[arg(long, env = "CORDON_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: Option<u16>,
 }
 
-/// The async runtime for `workers` request threads (None: one per CPU this process may run on).
-/// One CPU gets a single-threaded runtime: a multi-threaded one with one worker still pays for
-/// waking and parking it across threads (measured in `docs/PERFORMANCE.md`, "Third pass":
-/// +9% req/s and fewer context switches on one pinned core).
+/// The async runtime for `workers` request threads (None: one per CPU this process may run on,
+/// multi-threaded even when that is one). An explicit 1 gets a single-threaded runtime: a
+/// multi-threaded one with one worker still parks and wakes it across threads (measured in
+/// `docs/PERFORMANCE.md`, "Third pass": +9% req/s and fewer context switches on one pinned
+/// core), at the cost described on [`Args::workers`].
 fn runtime(workers: Option<u16>) -> Result<tokio::runtime::Runtime> {
-    let workers = workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
     };
     builder.enable_all().build().context("starting the runtime")
 }

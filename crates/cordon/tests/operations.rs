@@ -424,3 +424,28 @@ async fn a_second_gateway_on_the_same_audit_stores_fails_closed_until_the_first_
     let (code, out) = cli(&["audit", "verify", "--data-dir", a_dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The same with a store configured by path (opened at start): the second gateway still starts,
+/// serves what it can, and fails that store closed instead of exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_starts_when_a_configured_store_is_held() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = policy(ONE).replace(
+        "audit: { root: audit }",
+        "audit: { root: audit, stores: { EU: { path: eu-store, region: \"aws:eu-central-1\" } } }",
+    );
+    let (data, cfg) = setup(tmp.path(), &yaml);
+    let cfg = cfg.to_str().unwrap();
+    let a = Gateway::start(&data, &["--config", cfg], &[]);
+    let de = token(&data, "alice", "DE");
+    assert_eq!(status_for(&a.url, &de, "first").await, 200);
+    let b_dir = tmp.path().join("data-b");
+    std::os::unix::fs::symlink(&data, &b_dir).unwrap();
+    let b = Gateway::start(&b_dir, &["--config", cfg], &[]);
+    let ready = client().get(format!("{}/readyz", b.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains("another process"), "{why}");
+    assert_eq!(status_for(&b.url, &de, "first").await, 503);
+    assert_eq!(status_for(&a.url, &de, "first").await, 200);
+}
