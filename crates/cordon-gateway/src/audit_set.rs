@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
@@ -120,7 +120,14 @@ pub struct AuditSet {
     /// Bumped whenever a store is forgotten; [`StoreLocation`] caches older than this are stale.
     generation: AtomicU64,
     replicators: Mutex<Vec<Replicator>>,
+    /// The last failed open of each store, answered again for [`REOPEN_BACKOFF`]: opening runs
+    /// crash recovery and rebuilds the tree (reading the whole store), which every request for a
+    /// broken store, and every `/readyz` probe, would otherwise repeat.
+    failed: Mutex<HashMap<StoreKey, (Instant, AuditError)>>,
 }
+
+/// How long a failed store open is answered from memory before it is tried again.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How often new segment bytes and checkpoints are shipped to a DR replica.
 const REPLICATION_INTERVAL: Duration = Duration::from_secs(1);
@@ -133,6 +140,7 @@ impl AuditSet {
             opening: Mutex::new(()),
             generation: AtomicU64::new(0),
             replicators: Mutex::new(Vec::new()),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -212,11 +220,37 @@ impl AuditSet {
         }
         let s = match self.lookup(&loc.key) {
             Some(s) => s,
-            // Opening runs crash recovery, creates files and fsyncs: keep it off the async worker.
-            None => off_the_worker(|| self.lookup_or_open(loc, batch_delay))?,
+            None => {
+                if let Some(e) = self.recent_failure(&loc.key) {
+                    return Err(e);
+                }
+                // Opening runs crash recovery, creates files and fsyncs: keep it off the async
+                // worker.
+                let opened = off_the_worker(|| self.lookup_or_open(loc, batch_delay));
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                match opened {
+                    Ok(s) => {
+                        failed.remove(&loc.key);
+                        s
+                    }
+                    Err(e) => {
+                        failed.insert(loc.key.clone(), (Instant::now(), e.clone()));
+                        return Err(e);
+                    }
+                }
+            }
         };
         loc.cached.store(Some(Arc::new((generation, s.clone()))));
         Ok(s)
+    }
+
+    /// The error of an open of `key` that failed less than [`REOPEN_BACKOFF`] ago.
+    fn recent_failure(&self, key: &StoreKey) -> Option<AuditError> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < REOPEN_BACKOFF)
+            .map(|(_, e)| e.clone())
     }
 
     fn lookup(&self, key: &StoreKey) -> Option<OpenStore> {
@@ -464,7 +498,7 @@ pub fn batch_delay(policy: &Policy) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::off_the_worker;
+    use super::{AuditSet, REOPEN_BACKOFF, StoreKey, StoreLocation, off_the_worker};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
@@ -501,6 +535,34 @@ mod tests {
             waited.await.unwrap(),
             "the other task never ran while the worker was blocked"
         );
+    }
+
+    /// A store that failed to open is not reopened (recovery reads the whole store) on every
+    /// request: the failure is answered for a second, then the open is tried again.
+    #[test]
+    fn a_failed_open_is_answered_from_memory_for_a_while_then_retried() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = AuditSet::new(tmp.path());
+        let dir = tmp.path().join("EU");
+        std::fs::write(&dir, b"a file where the store directory should be").unwrap();
+        let loc = StoreLocation::new(StoreKey::Dir(dir.clone()), None, None);
+        let delay = Duration::ZERO;
+        let first = set
+            .open_store(&loc, delay)
+            .err()
+            .unwrap_or_else(|| panic!("opened over a file"));
+        // Fixed at once, but the next request within the backoff gets the same answer.
+        std::fs::remove_file(&dir).unwrap();
+        let again = set
+            .open_store(&loc, delay)
+            .err()
+            .unwrap_or_else(|| panic!("reopened within the backoff"));
+        assert_eq!(again.to_string(), first.to_string());
+        let deadline = Instant::now() + REOPEN_BACKOFF + Duration::from_secs(10);
+        while set.open_store(&loc, delay).is_err() {
+            assert!(Instant::now() < deadline, "never reopened after the backoff");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
