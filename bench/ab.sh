@@ -30,12 +30,7 @@ start_upstream "$UP_PORT"
 CORDON="$1"; DATA="$TMP/data"; mkdir -p "$DATA" "$TMP/audit"
 TOKEN="$("$CORDON" token --country DE --subject bench-user --ttl 7200 --data-dir "$DATA" 2>/dev/null)"
 LUA="$TMP/post.lua"
-cat >"$LUA" <<LUA
-wrk.method = "POST"
-wrk.body = '{"model":"bench-chat","messages":[{"role":"user","content":"hello"}]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+write_post_lua "$LUA" "$TOKEN"
 URL="http://127.0.0.1:$CORDON_PORT/v1/chat/completions"
 THREADS=2; [ "$CONNS" -ge 2 ] || THREADS=1
 # wrk's 812.00us / 1.23ms / 1.02s -> microseconds

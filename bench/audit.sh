@@ -127,14 +127,8 @@ if has gateway; then
   TOKDIR="$TMP/token"; mkdir -p "$TOKDIR"
   TOKEN="$("$CORDON" token --country DE --subject bench-user --ttl 7200 --data-dir "$TOKDIR" 2>/dev/null)"
   [ -f "$TOKDIR/dev-jwks.json" ] || die "cordon token did not write $TOKDIR/dev-jwks.json"
-  BODY='{"model":"bench-chat","messages":[{"role":"user","content":"hello"}]}'
   LUA="$TMP/post.lua"
-  cat >"$LUA" <<LUA
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+  write_post_lua "$LUA" "$TOKEN"
   declare -A PORT CPID
   i=0
   for mode in strict overlapped; do

@@ -126,3 +126,15 @@ audit:
 YAML
   "$CORDON" policy check "$2" >&2 || die "policy check failed for $2"
 }
+
+# The request every load run sends, and the wrk script that sends it with a bearer token:
+# write_post_lua FILE TOKEN
+BODY='{"model":"bench-chat","messages":[{"role":"user","content":"hello"}]}'
+write_post_lua() {
+  cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $2"
+LUA
+}

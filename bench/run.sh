@@ -119,14 +119,8 @@ stop_cordon() {
 }
 
 # ---------------------------------------------------------------- 4. wrk
-BODY='{"model":"bench-chat","messages":[{"role":"user","content":"hello"}]}'
 LUA="$TMP/post.lua"
-cat >"$LUA" <<LUA
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-LUA
+write_post_lua "$LUA" "$TOKEN"
 
 url_of() {
   case "$1" in
