@@ -78,3 +78,42 @@ pub async fn connect(config: &tokio_postgres::Config, tls: &Tls) -> Result<tokio
     });
     Ok(client)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers the client's TLS request with "no" (PostgreSQL's `N`): the client
+    /// must give up, not carry on in plaintext. The fake server reports whatever the client sent
+    /// after the refusal (a plaintext startup message would carry the user and database names).
+    #[tokio::test]
+    async fn a_server_refusing_tls_gets_no_plaintext_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut ssl_request = [0u8; 8];
+            sock.read_exact(&mut ssl_request).await.unwrap();
+            sock.write_all(b"N").await.unwrap();
+            let mut after = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut after)).await;
+            (ssl_request, after)
+        });
+        let url = format!("postgres://auditor@localhost:{port}/audit?hostaddr=127.0.0.1&sslmode=require");
+        let parsed = crate::parse_store_url(&url).unwrap();
+        assert!(matches!(parsed.tls, crate::Tls::Verify { .. }));
+        let err = crate::connect(&parsed.config, &parsed.tls)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("connected although the server refused TLS"));
+        let (ssl_request, after) = server.await.unwrap();
+        // 8-byte SSLRequest: length 8, code 80877103.
+        assert_eq!(ssl_request, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+        assert!(
+            after.is_empty(),
+            "the client went on in plaintext: {after:?} ({err})"
+        );
+    }
+}

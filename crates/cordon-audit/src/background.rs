@@ -45,12 +45,13 @@ mod tests {
     #[test]
     fn store_threads_run_with_the_batch_policy() {
         // SAFETY: sched_getscheduler(0) only reads the calling thread's policy.
+        let caller = unsafe { libc::sched_getscheduler(0) };
         let policy = spawn("cordon-test", || unsafe { libc::sched_getscheduler(0) })
             .unwrap()
             .join()
             .unwrap();
         assert_eq!(policy, libc::SCHED_BATCH);
         // The caller's own policy is untouched.
-        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, caller);
     }
 }
