@@ -48,6 +48,14 @@ where
     }
 }
 
+/// `/readyz` answers 503 and its reason contains `why`.
+async fn assert_not_ready_because(url: &str, why: &str) {
+    let ready = client().get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains(why), "{body}");
+}
+
 async fn status_for(url: &str, token: &str, model: &str) -> u16 {
     post(url, "/v1/chat/completions", Some(token), chat(model, "hi"))
         .await
@@ -392,10 +400,7 @@ async fn a_second_gateway_on_the_same_audit_stores_fails_closed_until_the_first_
     // B serves the same data directory (so the same EU store); its stderr goes to its own log.
     std::os::unix::fs::symlink(&a_dir, &b_dir).unwrap();
     let b = Gateway::start(&b_dir, &[], &[]);
-    let ready = client().get(format!("{}/readyz", b.url)).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let why = ready.text().await.unwrap();
-    assert!(why.contains("another process"), "{why}");
+    assert_not_ready_because(&b.url, "another process").await;
     let (status, _, body) = post(
         &b.url,
         "/v1/chat/completions",
@@ -442,10 +447,7 @@ async fn a_second_gateway_starts_when_a_configured_store_is_held() {
     let b_dir = tmp.path().join("data-b");
     std::os::unix::fs::symlink(&data, &b_dir).unwrap();
     let b = Gateway::start(&b_dir, &["--config", cfg], &[]);
-    let ready = client().get(format!("{}/readyz", b.url)).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let why = ready.text().await.unwrap();
-    assert!(why.contains("another process"), "{why}");
+    assert_not_ready_because(&b.url, "another process").await;
     assert_eq!(status_for(&b.url, &de, "first").await, 503);
     assert_eq!(status_for(&a.url, &de, "first").await, 200);
 }
