@@ -185,13 +185,16 @@ YAML
       curl -sS "$url/metrics" >"$TMP/m1" || die "no /metrics ($mode)"
       printf '%s\n' "$out" >>"$TMP/wrk.log"
       read -r n mean h50 h99 i99 <<<"$(python3 "$HERE/histdiff.py" "$TMP/m0" "$TMP/m1" "$mode")"
+      # The store's own fdatasync per group commit under this load (the writer's histogram).
+      read -r sn smean s50 s99 si99 <<<"$(python3 "$HERE/histdiff.py" "$TMP/m0" "$TMP/m1" store=EU cordon_audit_fsync_seconds)"
       p50="$(to_us "$(awk '$1=="50%"{print $2}' <<<"$out")")"
       p99="$(to_us "$(awk '$1=="99%"{print $2}' <<<"$out")")"
       rps="$(awk '$1=="Requests/sec:"{print $2}' <<<"$out")"
       non2xx="$(awk '/Non-2xx or 3xx responses:/{print $NF}' <<<"$out")"; non2xx="${non2xx:-0}"
       [ "$non2xx" = 0 ] || log "WARNING: $mode rep $rep: $non2xx non-2xx responses"
       for kv in "wait_count $n" "wait_mean_us $mean" "wait_p50_le_us $h50" "wait_p99_le_us $h99" "wait_p99_interp_us $i99" \
-        "e2e_p50_us $p50" "e2e_p99_us $p99" "rps $rps" "non2xx $non2xx"; do
+        "e2e_p50_us $p50" "e2e_p99_us $p99" "rps $rps" "non2xx $non2xx" \
+        "sync_count $sn" "sync_mean_us $smean" "sync_p50_le_us $s50" "sync_p99_le_us $s99"; do
         row gateway "$mode" "$rep" ${kv% *} "${kv#* }" "$l"
       done
       log "gateway $mode rep $rep (load $l): $rps req/s, e2e p50 $p50 us p99 $p99 us; audit wait n=$n mean $mean us, p50 <= $h50 us, p99 <= $h99 us (interpolated $i99 us)"

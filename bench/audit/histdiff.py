@@ -1,4 +1,7 @@
-"""p99 (and p50, mean) of cordon_audit_wait_seconds{durability=D} between two /metrics scrapes.
+"""p99 (and p50, mean) of a histogram between two /metrics scrapes: by default
+cordon_audit_wait_seconds{durability=D}; with LABEL=VALUE and a METRIC, e.g.
+`store=EU cordon_audit_fsync_seconds`, that series instead (the audit store's own fdatasync per
+group commit, measured under the same load).
 
 The histogram is cumulative over the server's life, so the difference of two scrapes taken
 around one load run is that run's distribution. `p50_le`/`p99_le` are the smallest bucket upper
@@ -8,21 +11,25 @@ estimate, not a bound). The audit-wait histogram has 25 us buckets up to 1 ms, s
 bound is at most 25 us above the true p99.
 Prints: count, mean_us, p50_le_us, p99_le_us, p99_interp_us (tab-separated).
 Usage: python3 histdiff.py BEFORE AFTER DURABILITY
+       python3 histdiff.py BEFORE AFTER LABEL=VALUE METRIC
 """
 import re
 import sys
 
-LINE = re.compile(r"^cordon_audit_wait_seconds_(bucket|sum|count)\{([^}]*)\}\s+(\S+)")
+SELECT = sys.argv[3] if "=" in sys.argv[3] else f"durability={sys.argv[3]}"
+KEY, VALUE = SELECT.split("=", 1)
+METRIC = sys.argv[4] if len(sys.argv) > 4 else "cordon_audit_wait_seconds"
+LINE = re.compile(rf"^{re.escape(METRIC)}_(bucket|sum|count)\{{([^}}]*)\}}\s+(\S+)")
 
 
-def read(path, durability):
+def read(path):
     buckets, total, count = {}, 0.0, 0.0
     for line in open(path):
         m = LINE.match(line)
         if not m:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-        if labels.get("durability") != durability:
+        if labels.get(KEY) != VALUE:
             continue
         v = float(m.group(3))
         if m.group(1) == "bucket":
@@ -34,8 +41,8 @@ def read(path, durability):
     return buckets, total, count
 
 
-b0, s0, c0 = read(sys.argv[1], sys.argv[3])
-b1, s1, c1 = read(sys.argv[2], sys.argv[3])
+b0, s0, c0 = read(sys.argv[1])
+b1, s1, c1 = read(sys.argv[2])
 n = c1 - c0
 if n <= 0:
     print("0\t\t\t\t")

@@ -80,6 +80,13 @@ if "gateway" in parts:
             f"<= {span('gateway', mode, 'wait_p99_le_us')} us (mean {span('gateway', mode, 'wait_mean_us', '{:.0f}')} us, "
             f"p50 <= {span('gateway', mode, 'wait_p50_le_us')} us, p99 interpolated {span('gateway', mode, 'wait_p99_interp_us')} us) | {target} | {ok(good)} | {loads('gateway')} |"
         )
+    if med("gateway", "strict", "sync_p99_le_us") is not None:
+        print(
+            f"| strict store's own fdatasync per group commit, same load (`cordon_audit_fsync_seconds`): "
+            f"p50 / p99 (bucket bounds), mean, commits | <= {span('gateway', 'strict', 'sync_p50_le_us')} / "
+            f"<= {span('gateway', 'strict', 'sync_p99_le_us')} us, mean {span('gateway', 'strict', 'sync_mean_us', '{:.0f}')} us, "
+            f"{span('gateway', 'strict', 'sync_count', '{:.0f}')} commits | (context) | | |"
+        )
     for mode in ("strict", "overlapped"):
         if med("gateway", mode, "rps") is None:
             continue

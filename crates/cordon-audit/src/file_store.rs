@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::checkpoint::Checkpoint;
+use crate::commit_stats::CommitSnapshot;
 use crate::error::AuditError;
 use crate::keyfile::sync_dir;
 use crate::merkle::{Frontier, Hash};
@@ -254,7 +255,7 @@ impl FileStore {
             .map_err(AuditError::io(&rec.seg_path, "open segment"))?;
         let shared = Arc::new(Shared {
             store: dir.display().to_string(),
-            syncs: AtomicU64::new(0),
+            commits: crate::commit_stats::CommitStats::new(),
             fault: AtomicBool::new(false),
             failed: OnceLock::new(),
             deferred: Mutex::new(Vec::new()),
@@ -342,7 +343,12 @@ impl FileStore {
 
     /// How many batches have been fsynced since open (group commit: fewer than records).
     pub fn sync_count(&self) -> u64 {
-        self.shared.syncs.load(Ordering::Relaxed)
+        self.shared.commits.batches()
+    }
+
+    /// Group-commit counters and the fsync latency histogram since open (for `/metrics`).
+    pub fn commit_stats(&self) -> CommitSnapshot {
+        self.shared.commits.snapshot()
     }
 
     pub fn dir(&self) -> &Path {

@@ -42,6 +42,7 @@
 
 mod background;
 pub mod bundle;
+mod commit_stats;
 /// The record body format shared by every store: `{"i":<index>,"prev":"<hex>","rec":<record>}`,
 /// hashed as RFC 6962 Merkle leaves (`leaf_hash(i) = SHA-256(0x00 || body(i))`) and chained by
 /// `entry_hash(i) = SHA-256(0x02 || entry_hash(i-1) || leaf_hash(i))`.
@@ -72,6 +73,7 @@ mod writer;
 pub use bundle::{
     Bundle, BundleError, BundleSummary, ExportFilter, export, read_bundle, verify_bundle, write_bundle,
 };
+pub use commit_stats::CommitSnapshot;
 pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};

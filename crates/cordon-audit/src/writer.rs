@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::commit_stats::CommitStats;
 use crate::error::AuditError;
 use crate::merkle::{Frontier, Hash};
 use crate::segment;
@@ -40,7 +41,8 @@ pub(crate) enum Job {
 /// State shared by the store handle, the writer and outstanding acks.
 pub(crate) struct Shared {
     pub store: String,
-    pub syncs: AtomicU64,
+    /// Batches, records and fsync latencies, for `/metrics`.
+    pub commits: CommitStats,
     pub fault: AtomicBool,
     pub failed: OnceLock<AuditError>,
     /// Records nobody waits for (see the module docs), committed with the next batch.
@@ -303,11 +305,14 @@ impl Writer {
         self.file
             .write_all(&self.buf)
             .map_err(AuditError::io(&self.seg_path, "write"))?;
+        let sync_started = Instant::now();
         self.file
             .sync_data()
             .map_err(AuditError::io(&self.seg_path, "fsync"))?;
+        self.shared
+            .commits
+            .batch(self.leaves.len(), sync_started.elapsed());
         self.seg_len += self.buf.len() as u64;
-        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -441,6 +441,22 @@ impl AuditSet {
         out
     }
 
+    /// The open directory stores, named by their directory (e.g. `EU`, `_unauthenticated`), for
+    /// `/metrics`. A snapshot: stores opened later appear in the next one.
+    pub fn file_stores(&self) -> Vec<(String, Arc<FileStore>)> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Arc<FileStore>)> = open
+            .iter()
+            .filter_map(|(key, s)| {
+                let StoreKey::Dir(dir) = key else { return None };
+                let name = dir.file_name()?.to_string_lossy().into_owned();
+                Some((name, s.file.clone()?))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Readiness: every configured (or already opened) store is writable, and the root is creatable.
     pub fn check_ready(&self, policy: &Policy) -> Result<(), String> {
         for j in policy.file.audit.stores.keys() {

@@ -8,6 +8,7 @@
 //! Shared state lives in [`state::AppState`]; the policy, identity verifier and endpoint health are
 //! one [`runtime::Runtime`] swapped atomically on reload.
 
+mod audit_metrics;
 pub mod audit_set;
 pub mod error;
 mod forward;

@@ -158,10 +158,14 @@ impl Metrics {
         }
     }
 
-    pub fn encode(&self) -> String {
+    /// The registry's families, then `extra`'s (families collected at scrape time), then `# EOF`.
+    pub fn encode(&self, extra: impl FnOnce(&mut String)) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        extra(&mut out);
+        let _ = encode_eof(&mut out);
         out
     }
 

@@ -64,7 +64,8 @@ async fn metrics(State(s): State<SharedState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(),
+        s.metrics
+            .encode(|out| crate::audit_metrics::encode(&s.audit, out)),
     )
         .into_response()
 }

@@ -215,6 +215,17 @@ async fn quickstart_scenario(extra: &[&str]) {
         "{metrics}"
     );
     assert!(!metrics.contains("alice"), "no subject ids in metrics");
+    // The stores' own figures, collected at scrape time, sit before the closing `# EOF`.
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(counter("cordon_audit_commits_total{store=\"EU\"}") >= 1);
+    assert!(counter("cordon_audit_records_total{store=\"EU\"}") >= 2);
+    assert!(counter("cordon_audit_fsync_seconds_count{store=\"EU\"}") >= 1);
+    assert_eq!(metrics.lines().last(), Some("# EOF"), "{metrics}");
 
     // The audit: verify passes, and each decision sits in its jurisdiction's store.
     let dir = data.to_str().unwrap();

@@ -1,0 +1,187 @@
+//! The audit stores' own figures on `/metrics`, read from each open directory store at scrape
+//! time: group commits, records, the `fdatasync` latency of each commit (the "disk's own fsync"
+//! that `strict` durability is judged against, measured on the store's file under the real load),
+//! and the checkpoint, publication and witness counters that show whether tamper evidence is
+//! still leaving the machine. Labelled by store name only (a jurisdiction id, `_unauthenticated`,
+//! or a configured directory's name): no subject, no path.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+
+use cordon_audit::{CheckpointStats, CommitSnapshot, FileStore};
+
+use crate::audit_set::AuditSet;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
+/// One scrape's worth of figures.
+#[derive(Debug)]
+struct Snapshot {
+    stores: Vec<(StoreLabels, CommitSnapshot, CheckpointStats, u64)>,
+}
+
+/// The counters exposed per store: name, help, and how to read it from a snapshot.
+type Read = fn(&CommitSnapshot, &CheckpointStats, u64) -> u64;
+const COUNTERS: &[(&str, &str, Read)] = &[
+    (
+        "cordon_audit_commits",
+        "Group commits (one fdatasync each) of the audit store",
+        |c, _, _| c.batches,
+    ),
+    (
+        "cordon_audit_records",
+        "Records made durable in the audit store",
+        |c, _, _| c.records,
+    ),
+    (
+        "cordon_audit_records_lost",
+        "Deferred (completion) records lost because their batch failed",
+        |_, _, lost| lost,
+    ),
+    (
+        "cordon_audit_checkpoints",
+        "Signed checkpoints written",
+        |_, k, _| k.written,
+    ),
+    (
+        "cordon_audit_checkpoint_failures",
+        "Checkpoint writes that failed",
+        |_, k, _| k.failures,
+    ),
+    (
+        "cordon_audit_checkpoint_publications",
+        "Checkpoints published to an external target (DR replica)",
+        |_, k, _| k.published,
+    ),
+    (
+        "cordon_audit_checkpoint_publish_failures",
+        "Checkpoint publications that failed with an I/O error (retried with the next checkpoint)",
+        |_, k, _| k.publish_failures,
+    ),
+    (
+        "cordon_audit_checkpoint_publish_rejected",
+        "Checkpoint publications refused by the compare-and-swap (fork attempt or foreign log)",
+        |_, k, _| k.rejected,
+    ),
+    (
+        "cordon_audit_witness_failures",
+        "Witness hook runs that failed",
+        |_, k, _| k.witness_failures,
+    ),
+];
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if self.stores.is_empty() {
+            return Ok(());
+        }
+        for (name, help, read) in COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, commits, ckpt, lost) in &self.stores {
+                let counter = ConstCounter::new(read(commits, ckpt, *lost));
+                counter.encode(family.encode_family(labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "cordon_audit_fsync_seconds",
+            "fdatasync latency of each group commit of the audit store",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, commits, _, _) in &self.stores {
+            family.encode_family(labels)?.encode_histogram::<StoreLabels>(
+                commits.sync_seconds_sum,
+                commits.batches,
+                &commits.sync_buckets,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn snapshot(stores: &[(String, Arc<FileStore>)]) -> Snapshot {
+    Snapshot {
+        stores: stores
+            .iter()
+            .map(|(name, s)| {
+                (
+                    StoreLabels { store: name.clone() },
+                    s.commit_stats(),
+                    s.checkpoint_stats(),
+                    s.deferred_lost(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Append the audit stores' metric families (OpenMetrics text, without `# EOF`) to `out`.
+pub fn encode(audit: &AuditSet, out: &mut String) {
+    encode_stores(&audit.file_stores(), out);
+}
+
+fn encode_stores(stores: &[(String, Arc<FileStore>)], out: &mut String) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot(stores)));
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_audit::{AuditStore, StoreOptions};
+
+    #[tokio::test]
+    async fn a_store_reports_its_commits_and_fsync_histogram() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::open(tmp.path(), StoreOptions::default()).unwrap());
+        for n in 0..3 {
+            let rec = cordon_audit::testing::sample_decision(n);
+            store.append(&rec).unwrap().await.unwrap();
+        }
+        let mut text = String::new();
+        encode_stores(&[("EU".to_string(), store.clone())], &mut text);
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        let commits = store.sync_count() as f64;
+        assert!(commits >= 1.0);
+        assert_eq!(line("cordon_audit_commits_total{store=\"EU\"}"), commits);
+        assert_eq!(line("cordon_audit_records_total{store=\"EU\"}"), 3.0);
+        assert_eq!(line("cordon_audit_fsync_seconds_count{store=\"EU\"}"), commits);
+        assert_eq!(
+            line("cordon_audit_fsync_seconds_bucket{le=\"+Inf\",store=\"EU\"}"),
+            commits
+        );
+        assert!(line("cordon_audit_fsync_seconds_sum{store=\"EU\"}") > 0.0);
+        assert!(text.contains("# TYPE cordon_audit_fsync_seconds histogram"));
+        assert_eq!(
+            line("cordon_audit_checkpoint_publish_failures_total{store=\"EU\"}"),
+            0.0
+        );
+    }
+
+    #[test]
+    fn no_store_no_families() {
+        let mut text = String::new();
+        encode_stores(&[], &mut text);
+        assert_eq!(text, "");
+    }
+}
