@@ -207,7 +207,7 @@ impl Upstreams {
         let Some(target) = target else {
             return self.send(endpoint, op, body.tree(), body.stream()).await;
         };
-        let encoded = match body.verbatim_for(dialect::upstream_model(endpoint)) {
+        let encoded = match body.verbatim_for(endpoint) {
             Some(raw) => raw,
             None => dialect::encode_body(endpoint, op, body.tree(), body.stream())?.into(),
         };

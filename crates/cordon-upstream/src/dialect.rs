@@ -8,6 +8,7 @@ use url::Url;
 
 use crate::error::UpstreamError;
 use crate::operation::{Operation, supports};
+use crate::placement;
 
 /// Azure OpenAI `api-version` when the endpoint names none.
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
@@ -117,6 +118,10 @@ pub(crate) fn rewrite_body(
     if stream && op != Operation::Embeddings {
         obj.insert("stream".to_string(), Value::Bool(true));
     }
+    obj.retain(|k, _| !placement::is_placement_field(k));
+    if let Some((field, value)) = placement::for_endpoint(endpoint) {
+        obj.insert(field.to_string(), Value::String(value.to_string()));
+    }
     Ok(Value::Object(obj))
 }
 
@@ -136,6 +141,7 @@ pub(crate) fn encode_body(
         obj,
         model: upstream_model(endpoint),
         stream: stream && op != Operation::Embeddings,
+        placement: placement::for_endpoint(endpoint),
     };
     serde_json::to_vec(&rewritten)
         .map_err(|e| UpstreamError::Config(format!("cannot encode the request body: {e}")))
@@ -145,6 +151,8 @@ struct Rewritten<'a> {
     obj: &'a serde_json::Map<String, Value>,
     model: &'a str,
     stream: bool,
+    /// The placement field Cordon sets (see [`placement`]); the client's is dropped either way.
+    placement: Option<(&'static str, &'a str)>,
 }
 
 impl serde::Serialize for Rewritten<'_> {
@@ -157,8 +165,12 @@ impl serde::Serialize for Rewritten<'_> {
             match k.as_str() {
                 "model" => m.serialize_entry(k, self.model)?,
                 "stream" if self.stream => m.serialize_entry(k, &true)?,
+                k if placement::is_placement_field(k) => {}
                 _ => m.serialize_entry(k, v)?,
             }
+        }
+        if let Some((field, value)) = self.placement {
+            m.serialize_entry(field, value)?;
         }
         if !has_model {
             m.serialize_entry("model", self.model)?;
@@ -392,6 +404,39 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, UpstreamError::Status { status: 400, .. }));
+    }
+
+    #[test]
+    fn the_client_never_chooses_where_anthropic_runs() {
+        let mut ep = endpoint(ProviderKind::Anthropic, Some("http://h"));
+        let body = json!({"model": "m", "messages": [], "inference_geo": "global"});
+        let sent = |ep: &Endpoint| {
+            let bytes = encode_body(ep, Operation::Messages, &body, false).unwrap();
+            let got: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, rewrite_body(ep, Operation::Messages, &body, false).unwrap());
+            got
+        };
+        // Declared at one of Anthropic's geographies: Cordon sets it, whatever the client said.
+        ep.location.regions = vec!["anthropic:us".parse().unwrap()];
+        assert_eq!(sent(&ep)["inference_geo"], "us");
+        let quiet = json!({"model": "m", "messages": []});
+        let bytes = encode_body(&ep, Operation::Messages, &quiet, false).unwrap();
+        let got: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(got["inference_geo"], "us", "set even when the client sent none");
+        // Anywhere else (a cloud region, or several geographies): the client's value is dropped.
+        ep.location.regions = vec!["aws:us-east-1".parse().unwrap()];
+        assert_eq!(sent(&ep).get("inference_geo"), None);
+        ep.location.regions = vec![
+            "anthropic:us".parse().unwrap(),
+            "anthropic:global".parse().unwrap(),
+        ];
+        assert_eq!(sent(&ep).get("inference_geo"), None);
+        // Other providers never get the client's value either.
+        let oa = endpoint(ProviderKind::Openai, Some("http://h/v1"));
+        let bytes = encode_body(&oa, Operation::Chat, &body, false).unwrap();
+        let got: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(got.get("inference_geo"), None);
+        assert_eq!(got["messages"], json!([]));
     }
 
     #[test]

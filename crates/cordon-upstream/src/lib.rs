@@ -12,6 +12,7 @@ mod echo;
 mod error;
 mod evidence;
 mod operation;
+mod placement;
 mod request;
 
 #[cfg(test)]

@@ -51,6 +51,22 @@ struct Head<'a> {
     model: Cow<'a, str>,
     #[serde(default)]
     stream: Option<bool>,
+    /// A field that chooses the processing location ([`crate::placement`]): its presence keeps
+    /// the body off the verbatim path, so the rewrite drops it. One field here per entry of that
+    /// table (a test checks it); serde matches keys after unescaping, so `"inference\u005fgeo"`
+    /// is caught too.
+    #[serde(default)]
+    inference_geo: Present,
+}
+
+/// Whether a key was there at all, whatever its value (`Option` would read `null` as absent).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
 }
 
 /// serde_json checks the escapes of a string it skips, but not whether a `\uD800`-`\uDFFF` escape is
@@ -67,13 +83,16 @@ impl RequestBody {
         let head = (!may_hold_surrogate_escape(&raw))
             .then(|| serde_json::from_slice::<Head<'_>>(&raw).ok())
             .flatten()
-            .map(|h| (h.model.into_owned(), h.stream.unwrap_or(false)));
-        if let Some((model, stream)) = head {
+            .map(|h| {
+                let placement = h.inference_geo.0;
+                (h.model.into_owned(), h.stream.unwrap_or(false), placement)
+            });
+        if let Some((model, stream, placement)) = head {
             return Ok(RequestBody {
                 raw,
                 model,
                 stream,
-                verbatim: true,
+                verbatim: !placement,
                 tree: OnceLock::new(),
             });
         }
@@ -122,16 +141,29 @@ impl RequestBody {
         })
     }
 
-    /// The bytes to send unchanged to an endpoint that names the model `upstream_model`, if that
-    /// needs no rewrite.
-    pub(crate) fn verbatim_for(&self, upstream_model: &str) -> Option<Bytes> {
-        (self.verbatim && upstream_model == self.model).then(|| self.raw.clone())
+    /// The bytes to send unchanged to `endpoint`, if that needs no rewrite: it takes the model
+    /// under the client's name and Cordon sets no placement field for it.
+    pub(crate) fn verbatim_for(&self, endpoint: &cordon_policy::Endpoint) -> Option<Bytes> {
+        (self.verbatim
+            && crate::dialect::upstream_model(endpoint) == self.model
+            && crate::placement::for_endpoint(endpoint).is_none())
+        .then(|| self.raw.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::endpoint;
+    use cordon_policy::ProviderKind;
+
+    /// An OpenAI endpoint serving the client's model under `upstream` (None: the same name).
+    fn to(model: &str) -> cordon_policy::Endpoint {
+        let mut ep = endpoint(ProviderKind::Openai, Some("http://h/v1"));
+        ep.model = "m".into();
+        ep.spec.upstream_model = Some(model.to_string());
+        ep
+    }
 
     fn parse(s: &str) -> Result<RequestBody, BodyError> {
         RequestBody::parse(Bytes::from(s.to_string()))
@@ -141,8 +173,12 @@ mod tests {
     fn plain_body_is_forwarded_verbatim() {
         let b = parse(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
         assert_eq!((b.model(), b.stream()), ("m", true));
-        assert_eq!(b.verbatim_for("m").as_deref(), Some(b.raw().as_ref()));
-        assert_eq!(b.verbatim_for("other"), None, "a renamed model needs the rewrite");
+        assert_eq!(b.verbatim_for(&to("m")).as_deref(), Some(b.raw().as_ref()));
+        assert_eq!(
+            b.verbatim_for(&to("other")),
+            None,
+            "a renamed model needs the rewrite"
+        );
         assert_eq!(b.tree()["messages"][0]["content"], "hi");
     }
 
@@ -150,11 +186,11 @@ mod tests {
     fn escaped_model_name_is_read_unescaped() {
         let b = parse(r#"{"model":"a\u002db"}"#).unwrap();
         assert_eq!(b.model(), "a-b");
-        assert!(b.verbatim_for("a-b").is_some());
+        assert!(b.verbatim_for(&to("a-b")).is_some());
         // A surrogate pair is fine; it takes the full parse (see `may_hold_surrogate_escape`).
         let b = parse(r#"{"model":"m","x":"\ud83d\ude00"}"#).unwrap();
         assert_eq!(b.tree()["x"], "\u{1f600}");
-        assert_eq!(b.verbatim_for("m"), None);
+        assert_eq!(b.verbatim_for(&to("m")), None);
     }
 
     #[test]
@@ -162,11 +198,11 @@ mod tests {
         // serde_json's tree keeps the last one; the upstream then gets exactly that one.
         let b = parse(r#"{"model":"eu-ok","messages":[],"model":"us-only"}"#).unwrap();
         assert_eq!(b.model(), "us-only");
-        assert_eq!(b.verbatim_for("us-only"), None);
-        assert_eq!(b.verbatim_for("eu-ok"), None);
+        assert_eq!(b.verbatim_for(&to("us-only")), None);
+        assert_eq!(b.verbatim_for(&to("eu-ok")), None);
         let b = parse(r#"{"model":"m","stream":false,"stream":true}"#).unwrap();
         assert!(b.stream());
-        assert_eq!(b.verbatim_for("m"), None);
+        assert_eq!(b.verbatim_for(&to("m")), None);
     }
 
     #[test]
@@ -178,7 +214,7 @@ mod tests {
         ] {
             let b = parse(body).unwrap();
             assert!(!b.stream(), "{body}");
-            assert_eq!(b.verbatim_for("m").is_some(), verbatim, "{body}");
+            assert_eq!(b.verbatim_for(&to("m")).is_some(), verbatim, "{body}");
         }
     }
 
@@ -200,5 +236,27 @@ mod tests {
             parse(r#"{"model":"m","x":"\ud800"}"#).unwrap_err(),
             BodyError::NotJson { .. }
         ));
+    }
+
+    #[test]
+    fn a_placement_field_keeps_the_body_off_the_verbatim_path() {
+        for field in crate::placement::fields() {
+            for body in [
+                format!(r#"{{"model":"m","{field}":"global"}}"#),
+                format!(r#"{{"model":"m","{field}":null}}"#),
+                // serde matches the key after unescaping it.
+                format!(r#"{{"model":"m","{}":"global"}}"#, field.replace('_', "\\u005f")),
+            ] {
+                let b = parse(&body).unwrap();
+                assert_eq!(b.verbatim_for(&to("m")), None, "{body}");
+            }
+        }
+        // An Anthropic endpoint at one of Anthropic's geographies always gets the field set.
+        let mut ep = endpoint(ProviderKind::Anthropic, Some("http://h"));
+        ep.location.regions = vec!["anthropic:us".parse().unwrap()];
+        let b = parse(r#"{"model":"m","messages":[]}"#).unwrap();
+        assert_eq!(b.verbatim_for(&ep), None);
+        ep.location.regions = vec!["aws:us-east-1".parse().unwrap()];
+        assert!(b.verbatim_for(&ep).is_some());
     }
 }

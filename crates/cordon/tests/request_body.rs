@@ -1,7 +1,8 @@
 //! What reaches the upstream, byte for byte, through the real binary: a plain body goes as the
 //! client sent it; a body with a duplicated `model` is decided on the model serde_json reads (the
 //! last) and the upstream gets exactly that one, so a request can never be decided under one model
-//! and served under another.
+//! and served under another. The client never chooses where Anthropic runs inference: its
+//! `inference_geo` is replaced by the endpoint's declared geography.
 
 mod common;
 
@@ -17,20 +18,37 @@ type Seen = Arc<Mutex<Vec<bytes::Bytes>>>;
 async fn upstream() -> (String, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        route_post(move |body: bytes::Bytes| {
-            let s = s.clone();
-            async move {
-                s.lock().unwrap().push(body);
-                let json = serde_json::json!({
-                    "id": "x", "object": "chat.completion",
-                    "choices": [{ "index": 0, "message": { "role": "assistant", "content": "ok" }, "finish_reason": "stop" }]
-                });
-                ([("content-type", "application/json")], json.to_string())
-            }
-        }),
-    );
+    let m = seen.clone();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            route_post(move |body: bytes::Bytes| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(body);
+                    let json = serde_json::json!({
+                        "id": "x", "object": "chat.completion",
+                        "choices": [{ "index": 0, "message": { "role": "assistant", "content": "ok" }, "finish_reason": "stop" }]
+                    });
+                    ([("content-type", "application/json")], json.to_string())
+                }
+            }),
+        )
+        .route(
+            "/v1/messages",
+            route_post(move |body: bytes::Bytes| {
+                let m = m.clone();
+                async move {
+                    m.lock().unwrap().push(body);
+                    let json = serde_json::json!({
+                        "id": "msg", "type": "message", "role": "assistant",
+                        "content": [{ "type": "text", "text": "ok" }],
+                        "usage": { "input_tokens": 1, "output_tokens": 1, "inference_geo": "us" }
+                    });
+                    ([("content-type", "application/json")], json.to_string())
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -38,8 +56,12 @@ async fn upstream() -> (String, Seen) {
 }
 
 async fn post_raw(url: &str, token: &str, body: &'static str) -> (u16, serde_json::Value) {
+    post_to(url, "chat/completions", token, body).await
+}
+
+async fn post_to(url: &str, path: &str, token: &str, body: &'static str) -> (u16, serde_json::Value) {
     let resp = client()
-        .post(format!("{url}/v1/chat/completions"))
+        .post(format!("{url}/v1/{path}"))
         .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
@@ -55,10 +77,12 @@ async fn bodies_reach_the_upstream_verbatim_or_with_the_decided_model_only() {
     let (eu_url, eu_seen) = upstream().await;
     let (us_url, us_seen) = upstream().await;
     let (renamed_url, renamed_seen) = upstream().await;
+    let (anthropic_url, anthropic_seen) = upstream().await;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let de = token(&data, "alice", "DE");
+    let us = token(&data, "bob", "US");
     let cfg = tmp.path().join("cordon.yaml");
     std::fs::write(
         &cfg,
@@ -78,6 +102,9 @@ models:
   renamed:
     endpoints:
       - {{ id: eu-renamed, provider: openai, url: "{renamed_url}", regions: [aws:eu-west-1], upstream_model: gpt-x }}
+  claude:
+    endpoints:
+      - {{ id: anthropic-us, provider: anthropic, url: "{anthropic_url}", regions: [anthropic:us] }}
 audit: {{ root: audit }}
 "#
         ),
@@ -119,4 +146,21 @@ audit: {{ root: audit }}
     assert_eq!(status, 200, "{body}");
     let got: serde_json::Value = serde_json::from_slice(&renamed_seen.lock().unwrap()[0]).unwrap();
     assert_eq!(got["model"], "gpt-x");
+
+    // Anthropic declared at `anthropic:us`: the client asks for inference anywhere, the upstream
+    // is told "us"; and "us" is set when the client says nothing.
+    for body in [
+        r#"{"model":"claude","max_tokens":8,"messages":[{"role":"user","content":"hi"}],"inference_geo":"global"}"#,
+        r#"{"model":"claude","max_tokens":8,"messages":[],"inference_geo":null,"inference_geo":"eu"}"#,
+        r#"{"model":"claude","max_tokens":8,"messages":[]}"#,
+    ] {
+        let (status, answer) = post_to(&gw.url, "messages", &us, body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        let got = anthropic_seen.lock().unwrap().last().unwrap().clone();
+        let text = std::str::from_utf8(&got).unwrap();
+        assert_eq!(text.matches("inference_geo").count(), 1, "{text}");
+        let parsed: serde_json::Value = serde_json::from_slice(&got).unwrap();
+        assert_eq!(parsed["inference_geo"], "us", "{text}");
+    }
+    assert_eq!(anthropic_seen.lock().unwrap().len(), 3);
 }
