@@ -37,6 +37,10 @@ pub enum AuditError {
     AlreadyOpen { path: PathBuf },
     #[error("audit store {path} is in use by another process (it holds {path}/LOCK); one writer per store")]
     Locked { path: PathBuf },
+    #[error(
+        "DR replica {path} is in use by another replicator (it holds {path}/LOCK); one primary per replica"
+    )]
+    ReplicaLocked { path: PathBuf },
     #[error("audit record could not be serialized: {0}")]
     Serialize(String),
     #[error("audit record too large: {len} bytes (limit {limit})")]

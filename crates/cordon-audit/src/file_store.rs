@@ -17,7 +17,6 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
@@ -124,9 +123,6 @@ pub struct FileStore {
 /// Directories with an open [`FileStore`] in this process.
 static OPEN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
-/// The lock file of a store directory (see the module docs).
-pub(crate) const LOCK_FILE: &str = "LOCK";
-
 /// Registration of an open store directory, in this process and (by the lock file) for every
 /// other; released on drop (after the writer has stopped).
 struct OpenGuard {
@@ -145,24 +141,14 @@ impl OpenGuard {
                 path: dir.to_path_buf(),
             });
         }
-        let path = dir.join(LOCK_FILE);
-        // Owner-only: another local user must not be able to hold the lock and block the store.
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(AuditError::io(&path, "open lock file"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
+        let lock = match crate::dir_lock::try_lock(dir)? {
+            crate::dir_lock::Taken::Held(file) => file,
+            crate::dir_lock::Taken::Busy => {
                 return Err(AuditError::Locked {
                     path: dir.to_path_buf(),
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(AuditError::io(&path, "lock")(e)),
-        }
+        };
         open.get_or_insert_with(HashSet::new).insert(key.clone());
         Ok(OpenGuard {
             key,

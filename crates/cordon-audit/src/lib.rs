@@ -43,6 +43,7 @@
 mod background;
 pub mod bundle;
 mod commit_stats;
+mod dir_lock;
 /// The record body format shared by every store: `{"i":<index>,"prev":"<hex>","rec":<record>}`,
 /// hashed as RFC 6962 Merkle leaves (`leaf_hash(i) = SHA-256(0x00 || body(i))`) and chained by
 /// `entry_hash(i) = SHA-256(0x02 || entry_hash(i-1) || leaf_hash(i))`.

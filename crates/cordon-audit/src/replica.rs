@@ -18,6 +18,11 @@
 //!
 //! The replicator only reads the primary's files: it never blocks or fails an append.
 //!
+//! One replicator per replica: it holds an exclusive `flock` on `<replica>/LOCK` while it runs, so
+//! a second primary configured with the same replica directory (in this process or another) is
+//! refused at start ([`AuditError::ReplicaLocked`]) instead of interleaving its segments with the
+//! first one's.
+//!
 //! # Divergence
 //! The replica is never overwritten. When a replicator first sees a segment that already exists in
 //! the replica, it compares the whole replica file with the primary's prefix (O(replica bytes),
@@ -161,6 +166,8 @@ pub struct Replicator {
     inner: Arc<Inner>,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// The replica's lock, released when the replicator is dropped (after its thread stopped).
+    _lock: fs::File,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -193,6 +200,14 @@ impl Replicator {
                 why: "must not be the store's own directory",
             });
         }
+        let lock = match crate::dir_lock::try_lock(replica_dir)? {
+            crate::dir_lock::Taken::Held(file) => file,
+            crate::dir_lock::Taken::Busy => {
+                return Err(AuditError::ReplicaLocked {
+                    path: replica_dir.to_path_buf(),
+                });
+            }
+        };
         let inner = Arc::new(Inner {
             store: store_dir.to_path_buf(),
             replica: replica_dir.to_path_buf(),
@@ -215,6 +230,7 @@ impl Replicator {
             inner,
             stop: Some(stop),
             thread: Some(thread),
+            _lock: lock,
         })
     }
 

@@ -73,12 +73,13 @@ fn replica_err(e: &AuditError) -> &ReplicaError {
         .unwrap_or_else(|| panic!("not a replica divergence: {e}"))
 }
 
-/// Snapshot of every file in a directory (name -> bytes), to show nothing was overwritten.
+/// Snapshot of every data file in a directory (name -> bytes; not the replicator's empty `LOCK`),
+/// to show nothing was overwritten.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_file() {
+        if p.is_file() && !p.ends_with(crate::dir_lock::LOCK_FILE) {
             out.push((p.clone(), fs::read(&p).unwrap()));
         }
     }
@@ -497,4 +498,26 @@ fn the_store_itself_is_not_a_replica_and_an_empty_store_verifies() {
     let r = verify_replica(&primary, &replica).unwrap();
     assert_eq!((r.replica_records, r.primary_records), (0, 0));
     assert_eq!(r.root_at_replica_size, hex::encode(crate::merkle::empty_root()));
+}
+
+#[tokio::test]
+async fn a_replica_takes_one_primary_at_a_time() {
+    let (tmp, primary, replica) = dirs();
+    let other = tmp.path().join("EU-2");
+    for dir in [&primary, &other] {
+        let store = open(dir, None);
+        append_n(&store, 3).await;
+    }
+    let first = manual(&primary, &replica);
+    // A second primary on the same replica (here in this process; another process's flock
+    // conflicts the same way) is refused before it writes anything.
+    let err = Replicator::start(&other, &replica, MANUAL).unwrap_err();
+    assert!(matches!(err, AuditError::ReplicaLocked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another replicator"), "{err}");
+    assert_eq!(first.sync_now().unwrap().replica_records, 3);
+    verify_replica(&primary, &replica).unwrap();
+    // Once the first replicator is gone, the lock is free again (the same primary resumes).
+    drop(first);
+    let again = manual(&primary, &replica);
+    assert!(!again.status().halted);
 }

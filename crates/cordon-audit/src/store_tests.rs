@@ -314,7 +314,7 @@ fn a_store_locked_by_another_process_is_refused_until_released() {
     let dir = tempfile::tempdir().unwrap();
     drop(FileStore::open(dir.path(), StoreOptions::default()).unwrap());
     // Another process's lock: an flock on a separate open file description conflicts the same way.
-    let other = std::fs::File::open(dir.path().join(crate::file_store::LOCK_FILE)).unwrap();
+    let other = std::fs::File::open(dir.path().join(crate::dir_lock::LOCK_FILE)).unwrap();
     other.lock().unwrap();
     let err = FileStore::open(dir.path(), StoreOptions::default()).unwrap_err();
     assert!(matches!(err, AuditError::Locked { .. }), "{err}");
@@ -322,7 +322,7 @@ fn a_store_locked_by_another_process_is_refused_until_released() {
     other.unlock().unwrap();
     let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
     // While open, the lock is held.
-    let probe = std::fs::File::open(dir.path().join(crate::file_store::LOCK_FILE)).unwrap();
+    let probe = std::fs::File::open(dir.path().join(crate::dir_lock::LOCK_FILE)).unwrap();
     assert!(matches!(probe.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
     drop(store);
     probe.try_lock().unwrap();

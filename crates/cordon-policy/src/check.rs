@@ -148,6 +148,27 @@ pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Di
             );
         }
     }
+    // One primary per replica (and a replica is not itself a store): two writers in one directory
+    // would interleave their segments. The replicator's lock refuses it at run time too.
+    let mut dirs: std::collections::BTreeMap<&std::path::Path, String> = file
+        .audit
+        .stores
+        .iter()
+        .filter_map(|(j, s)| Some((s.path.as_deref()?, format!("audit.stores.{j}.path"))))
+        .collect();
+    for (j, store) in &file.audit.stores {
+        let Some(rep) = &store.replica else { continue };
+        let at = format!("audit.stores.{j}.replica");
+        match dirs.get(rep.path.as_path()) {
+            Some(other) => diags.push(Diagnostic::error(
+                &at,
+                format!("the same directory as {other}: one primary per replica"),
+            )),
+            None => {
+                dirs.insert(&rep.path, format!("{at}.path"));
+            }
+        }
+    }
     if file.gateway.region.is_none() && file.gateway.development {
         diags.push(Diagnostic::note(
             "gateway.region",

@@ -373,6 +373,26 @@ fn audit_replica_across_a_border_is_rejected() {
 }
 
 #[test]
+fn a_replica_directory_serves_one_primary() {
+    let policy = |eu_replica: &str, us_path: &str, us_replica: &str| {
+        let yaml = format!(
+            "gateway: {{ region: aws:eu-central-1 }}\naudit:\n  stores:\n    \
+             EU: {{ path: /tmp/a, region: aws:eu-west-1, replica: {{ path: {eu_replica}, region: aws:eu-central-1 }} }}\n    \
+             US: {{ path: {us_path}, region: aws:us-east-1, replica: {{ path: {us_replica}, region: aws:us-east-2 }} }}\n"
+        );
+        Policy::from_yaml(&yaml, "t", &Overrides::default()).map_err(|e| e.to_string())
+    };
+    assert!(policy("/tmp/r-eu", "/tmp/us", "/tmp/r-us").is_ok());
+    let err = policy("/tmp/r", "/tmp/us", "/tmp/r").unwrap_err();
+    assert!(
+        err.contains("audit.stores.US.replica") && err.contains("one primary per replica"),
+        "{err}"
+    );
+    let err = policy("/tmp/us", "/tmp/us", "/tmp/r-us").unwrap_err();
+    assert!(err.contains("audit.stores.US.path"), "{err}");
+}
+
+#[test]
 fn version_ignores_formatting_but_not_meaning() {
     let a = policy("");
     let b = Policy::from_yaml(
