@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -242,7 +242,7 @@ impl FileStore {
         let shared = Arc::new(Shared {
             store: dir.display().to_string(),
             commits: crate::commit_stats::CommitStats::new(),
-            fault: AtomicBool::new(false),
+            fault: AtomicU8::new(0),
             failed: OnceLock::new(),
             deferred: Mutex::new(Vec::new()),
             deferred_lost: AtomicU64::new(0),
@@ -344,7 +344,16 @@ impl FileStore {
     /// Test hook (also for the gateway's tests): the next batch fails as if its write failed,
     /// which makes the store unavailable exactly like a real I/O error.
     pub fn inject_fault_for_tests(&self) {
-        self.shared.fault.store(true, Ordering::Relaxed);
+        self.shared
+            .fault
+            .store(crate::writer::FAULT_BEFORE_WRITE, Ordering::Relaxed);
+    }
+
+    /// Test hook: the next batch is written, then fails as if its `fdatasync` had failed.
+    pub fn inject_sync_fault_for_tests(&self) {
+        self.shared
+            .fault
+            .store(crate::writer::FAULT_AT_SYNC, Ordering::Relaxed);
     }
 
     /// Append a record nobody waits for (e.g. a completion record written after the response):
@@ -535,6 +544,26 @@ fn read_from(path: &Path, offset: usize) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A batch that failed in this process and could not be cut off then ([`crate::writer::UNCUT`]):
+/// cut it now, before recovery reads the segment through the page cache, or refuse to open.
+fn cut_uncut(seg: &Path) -> Result<(), AuditError> {
+    let key = fs::canonicalize(seg).unwrap_or_else(|_| seg.to_path_buf());
+    let mut uncut = crate::writer::lock_uncut();
+    let Some(k) = uncut.iter().position(|(p, _)| *p == key) else {
+        return Ok(());
+    };
+    let len = uncut[k].1;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .map_err(AuditError::io(seg, "open segment"))?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .map_err(AuditError::io(seg, "cut a failed batch"))?;
+    uncut.swap_remove(k);
+    Ok(())
+}
+
 fn recover(dir: &Path) -> Result<Recovered, AuditError> {
     let segs = segment::list_segments(dir).map_err(AuditError::io(dir, "list segments"))?;
     let Some((last_start, last_path)) = segs.last().cloned() else {
@@ -548,6 +577,7 @@ fn recover(dir: &Path) -> Result<Recovered, AuditError> {
             seg_len: 0,
         });
     };
+    cut_uncut(&last_path)?;
     let file_len = fs::metadata(&last_path)
         .map_err(AuditError::io(&last_path, "stat segment"))?
         .len() as usize;

@@ -210,6 +210,65 @@ async fn write_failure_poisons_the_store_until_reopened() {
 }
 
 #[tokio::test]
+async fn a_batch_whose_sync_failed_is_cut_off_and_not_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    append_n(&store, 3).await;
+    let durable = std::fs::metadata(&segments(dir.path())[0]).unwrap().len();
+    // The batch is written whole, then its fdatasync "fails": nobody is acknowledged.
+    store.inject_sync_fault_for_tests();
+    let err = store.append(&sample_decision(9)).unwrap().await.unwrap_err();
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    drop(store);
+    // Its bytes are gone from the segment, so the reopen cannot take them into the chain.
+    assert_eq!(
+        std::fs::metadata(&segments(dir.path())[0]).unwrap().len(),
+        durable
+    );
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(append_n(&store, 1).await, vec![3]);
+    drop(store);
+    let decisions: Vec<u64> = crate::read_records(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(decisions, vec![0, 1, 2, 3]);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 4);
+}
+
+#[tokio::test]
+async fn a_failed_batch_that_could_not_be_cut_is_cut_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    append_n(&store, 2).await;
+    drop(store);
+    let seg = segments(dir.path()).remove(0);
+    let durable = std::fs::metadata(&seg).unwrap().len();
+    // Whole frames beyond the durable length, as a failed batch left in the page cache would be:
+    // two more records, without the checkpoint the clean close signed over them.
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    append_n(&store, 2).await;
+    drop(store);
+    assert!(std::fs::metadata(&seg).unwrap().len() > durable);
+    let ckpt = dir
+        .path()
+        .join(crate::tlog::CKPT_DIR)
+        .join(format!("{:020}.ckpt", 4));
+    std::fs::remove_file(&ckpt).unwrap();
+    crate::writer::lock_uncut().push((std::fs::canonicalize(&seg).unwrap(), durable));
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(
+        append_n(&store, 1).await,
+        vec![2],
+        "records 2 and 3 were cut, not recovered"
+    );
+    drop(store);
+    assert!(crate::writer::lock_uncut().is_empty());
+    assert_eq!(verify_store(dir.path()).unwrap().records, 3);
+}
+
+#[tokio::test]
 async fn queued_appends_fail_when_the_writer_fails() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions {

@@ -9,13 +9,18 @@
 //! records by themselves, so a deferred record is durable within about that delay even when idle.
 //!
 //! A write or sync error is fatal for the store: the batch and everything queued behind it fail,
-//! later appends fail at once, and nothing is acknowledged that was not synced. (A failed batch may
-//! still reach the disk; such records were never acknowledged, so the gateway forwarded nothing.)
+//! later appends fail at once, and nothing is acknowledged that was not synced. The failed batch
+//! is then cut off the segment (truncated back to the last durable length, and synced): its bytes
+//! may sit whole in the page cache after a failed `fdatasync` (Linux may even mark such pages
+//! clean), and the reopen's crash recovery, which reads through the page cache, would otherwise
+//! take records the gateway answered 503 for (and never forwarded) into the chain. When the cut
+//! itself fails, the segment is remembered in [`UNCUT`] and the next open in this process cuts it
+//! before recovering, or refuses to open.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -30,6 +35,17 @@ use crate::tlog::CkptJob;
 
 pub(crate) type AckTx = oneshot::Sender<Result<u64, AuditError>>;
 
+/// Values of [`Shared::fault`] (test hooks).
+pub(crate) const FAULT_BEFORE_WRITE: u8 = 1;
+pub(crate) const FAULT_AT_SYNC: u8 = 2;
+
+/// Segments a failed batch could not be cut off, with their durable length (module docs).
+pub(crate) static UNCUT: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+
+pub(crate) fn lock_uncut() -> std::sync::MutexGuard<'static, Vec<(PathBuf, u64)>> {
+    UNCUT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What the writer receives.
 pub(crate) enum Job {
     /// One append: the record's JSON and where to answer once it is durable.
@@ -43,7 +59,8 @@ pub(crate) struct Shared {
     pub store: String,
     /// Batches, records and fsync latencies, for `/metrics`.
     pub commits: CommitStats,
-    pub fault: AtomicBool,
+    /// Test hook: 1 = the next batch fails before its write, 2 = after its write, at the sync.
+    pub fault: AtomicU8,
     pub failed: OnceLock<AuditError>,
     /// Records nobody waits for (see the module docs), committed with the next batch.
     pub deferred: Mutex<Vec<Vec<u8>>>,
@@ -297,18 +314,13 @@ impl Writer {
         if self.seg_len > 0 && self.seg_len + self.buf.len() as u64 > self.seg_limit {
             self.roll()?;
         }
-        if self.shared.fault.load(Ordering::Relaxed) {
-            return Err(AuditError::io(&self.seg_path, "write")(io::Error::other(
-                "injected fault",
-            )));
-        }
-        self.file
-            .write_all(&self.buf)
-            .map_err(AuditError::io(&self.seg_path, "write"))?;
-        let sync_started = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(AuditError::io(&self.seg_path, "fsync"))?;
+        let sync_started = match self.write_and_sync() {
+            Ok(t) => t,
+            Err(e) => {
+                self.cut_back();
+                return Err(e);
+            }
+        };
         self.shared
             .commits
             .batch(self.leaves.len(), sync_started.elapsed());
@@ -316,6 +328,38 @@ impl Writer {
         Ok(())
     }
 
+    /// Write the batch and sync it; returns when the sync started (for the fsync histogram).
+    fn write_and_sync(&mut self) -> Result<Instant, AuditError> {
+        let injected = || AuditError::io(&self.seg_path, "write")(io::Error::other("injected fault"));
+        if self.shared.fault.load(Ordering::Relaxed) == FAULT_BEFORE_WRITE {
+            return Err(injected());
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(AuditError::io(&self.seg_path, "write"))?;
+        let sync_started = Instant::now();
+        if self.shared.fault.load(Ordering::Relaxed) == FAULT_AT_SYNC {
+            return Err(injected());
+        }
+        self.file
+            .sync_data()
+            .map_err(AuditError::io(&self.seg_path, "fsync"))?;
+        Ok(sync_started)
+    }
+
+    /// Cut a failed batch off the segment (module docs): back to `seg_len`, the durable length.
+    fn cut_back(&mut self) {
+        let cut = self
+            .file
+            .set_len(self.seg_len)
+            .and_then(|()| self.file.sync_all());
+        if let Err(e) = cut {
+            tracing::error!(store = %self.shared.store, segment = %self.seg_path.display(), error = %e,
+                "could not cut a failed batch off the segment; the store will not reopen in this process until it can");
+            let key = fs::canonicalize(&self.seg_path).unwrap_or_else(|_| self.seg_path.clone());
+            lock_uncut().push((key, self.seg_len));
+        }
+    }
     /// Start a new segment named for the first record of the pending batch.
     fn roll(&mut self) -> Result<(), AuditError> {
         // Every framed record of the batch (acked or deferred) has a leaf.
