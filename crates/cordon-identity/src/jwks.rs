@@ -4,7 +4,11 @@
 //! a `jwks_file`. The current set sits in an [`ArcSwap`], so verification reads it without locks.
 //! A refresh happens on an unknown `kid`, at most once per issuer per refresh interval (while no
 //! set has ever loaded, at most once per [`MIN_RETRY`]); concurrent callers wait for the one fetch
-//! in flight. A failed fetch, or a document with no usable key, keeps the last good set, so keys
+//! in flight. A `jwks_url` set is also re-fetched in the background once it is older than
+//! [`DEFAULT_MAX_AGE`] (on the next verification that needs a key; requests keep using the current
+//! set meanwhile), so a key the identity provider withdrew stops verifying even when tokens keep
+//! naming it: an unknown-`kid` refresh alone would never notice. A re-fetch that returns the same
+//! document keeps the same set, so it does not empty the verified-token cache. A failed fetch, or a document with no usable key, keeps the last good set, so keys
 //! rotate without a restart and an IdP outage does not lock everyone out. A `jwks_file` is also
 //! re-read when its modification time or length changes (checked at most once per refresh
 //! interval, on the verification path, without waiting).
@@ -30,6 +34,9 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// While an issuer has never loaded a key set, refresh attempts are allowed this often even if the
 /// configured refresh interval is longer (so a failed startup fetch is retried on first use).
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
+
+/// How old a `jwks_url` key set may get before it is re-fetched in the background (module docs).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// One verification key from a JWKS.
 #[derive(Clone)]
@@ -207,6 +214,10 @@ pub(crate) enum KeySource {
 struct RefreshState {
     last_attempt: Option<Instant>,
     ever_loaded: bool,
+    /// When the current set was last fetched successfully, and the document it came from (a
+    /// re-fetch of the same bytes keeps the current set).
+    loaded_at: Option<Instant>,
+    last_doc: Option<Vec<u8>>,
     /// `jwks_file` only: when its metadata was last compared, and the (mtime, length) last loaded.
     last_file_check: Option<Instant>,
     file_stamp: Option<FileStamp>,
@@ -235,6 +246,8 @@ impl IssuerKeys {
             refresh: tokio::sync::Mutex::new(RefreshState {
                 last_attempt: None,
                 ever_loaded,
+                loaded_at: ever_loaded.then(Instant::now),
+                last_doc: None,
                 last_file_check: Some(Instant::now()),
                 file_stamp,
             }),
@@ -265,6 +278,39 @@ impl IssuerKeys {
             return;
         }
         state.last_attempt = Some(Instant::now());
+        self.load(client, &mut state).await;
+    }
+
+    /// `jwks_url` only: whether the current set is older than `max_age` and no fetch is in flight
+    /// (never waits). Then [`IssuerKeys::refresh_stale`] should run, in the background.
+    pub fn is_stale(&self, max_age: Duration) -> bool {
+        if !self.is_url() {
+            return false;
+        }
+        self.refresh
+            .try_lock()
+            .is_ok_and(|state| state.ever_loaded && state.loaded_at.is_none_or(|t| t.elapsed() >= max_age))
+    }
+
+    /// Re-fetches a `jwks_url` set older than `max_age`, unless a fetch was attempted less than
+    /// `interval` ago (a failing identity provider is not hammered) or one is in flight.
+    pub async fn refresh_stale(
+        &self,
+        client: Option<&reqwest::Client>,
+        max_age: Duration,
+        interval: Duration,
+    ) {
+        let Ok(mut state) = self.refresh.try_lock() else {
+            return;
+        };
+        if !state.ever_loaded || state.loaded_at.is_some_and(|t| t.elapsed() < max_age) {
+            return;
+        }
+        if state.last_attempt.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        state.last_attempt = Some(Instant::now());
+        tracing::debug!(issuer = %self.issuer, "JWKS older than its maximum age; re-fetching");
         self.load(client, &mut state).await;
     }
 
@@ -303,14 +349,25 @@ impl IssuerKeys {
             }
             KeySource::None => return,
         };
-        match fetched.and_then(|bytes| parse_jwks(&bytes)) {
-            Ok(set) if set.keys.is_empty() => {
+        let bytes = match fetched {
+            Ok(b) if state.ever_loaded && state.last_doc.as_deref() == Some(b.as_slice()) => {
+                // Unchanged: keep the set (and the tokens cached against it).
+                state.loaded_at = Some(Instant::now());
+                return;
+            }
+            Ok(b) => Ok(b),
+            Err(e) => Err(e),
+        };
+        match bytes.and_then(|b| parse_jwks(&b).map(|set| (set, b))) {
+            Ok((set, _)) if set.keys.is_empty() => {
                 tracing::warn!(issuer = %self.issuer, "JWKS has no usable key; keeping the last good key set");
             }
-            Ok(set) => {
+            Ok((set, doc)) => {
                 tracing::info!(issuer = %self.issuer, keys = set.keys.len(), "JWKS loaded");
                 self.keys.store(Arc::new(set));
                 state.ever_loaded = true;
+                state.loaded_at = Some(Instant::now());
+                state.last_doc = Some(doc);
                 if stamp.is_some() {
                     state.file_stamp = stamp;
                 }

@@ -32,6 +32,14 @@ pub(crate) fn supported_algorithm(name: &str) -> Option<Algorithm> {
 }
 
 /// A configured issuer, ready to verify.
+/// When an issuer's key set is re-fetched: on an unknown `kid` at most once per `interval`, and in
+/// the background once older than `max_age` (`jwks_url` only; see [`crate::jwks`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refresh {
+    pub interval: Duration,
+    pub max_age: Duration,
+}
+
 pub(crate) struct Issuer {
     pub issuer: String,
     audiences: Vec<String>,
@@ -42,7 +50,7 @@ pub(crate) struct Issuer {
     subject_claim: String,
     residency_claim: String,
     leeway: u64,
-    pub keys: IssuerKeys,
+    pub keys: Arc<IssuerKeys>,
 }
 
 impl Issuer {
@@ -154,7 +162,7 @@ impl Issuer {
         };
 
         Ok(Issuer {
-            keys: IssuerKeys::new(&name, source, initial),
+            keys: Arc::new(IssuerKeys::new(&name, source, initial)),
             issuer: name,
             audiences: spec.audiences.clone(),
             algorithms,
@@ -173,8 +181,12 @@ impl Issuer {
         jwt: &UnverifiedJwt,
         now: u64,
         client: Option<&reqwest::Client>,
-        refresh_interval: Duration,
+        refresh: Refresh,
     ) -> Result<(Identity, Option<Arc<KeySet>>), AuthError> {
+        let Refresh {
+            interval: refresh_interval,
+            max_age,
+        } = refresh;
         let (alg, validation) = self.pinned(&jwt.alg)?;
         let mut used = None;
 
@@ -186,6 +198,13 @@ impl Issuer {
         } else {
             let kid = jwt.kid.as_deref();
             self.keys.reload_file_if_changed(refresh_interval).await;
+            if self.keys.is_stale(max_age) {
+                let (keys, client) = (self.keys.clone(), client.cloned());
+                tokio::spawn(async move {
+                    keys.refresh_stale(client.as_ref(), max_age, refresh_interval)
+                        .await;
+                });
+            }
             let mut keys = self.keys.current();
             if matches!(keys.find(kid, alg), Lookup::NotFound) {
                 self.keys.refresh(client, refresh_interval).await;

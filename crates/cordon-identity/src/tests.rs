@@ -596,6 +596,63 @@ async fn jwks_over_http_with_rotation_and_a_failing_server() {
 }
 
 #[tokio::test]
+async fn a_key_withdrawn_from_the_jwks_stops_verifying_without_an_unknown_kid() {
+    let (a, b) = (ed_key("a"), ed_key("b"));
+    let (server, url) = JwksServer::start(jwks(&[&a, &b])).await;
+    let v = url_verifier(&url, Duration::ZERO).with_jwks_max_age(Duration::from_millis(50));
+    v.prefetch().await;
+    assert_user(&v.verify(&sign(&a, &claims()), NOW).await.unwrap());
+    // The identity provider withdraws key A (say, it leaked). Tokens still name kid "a", which is
+    // known, so no unknown-kid refresh would ever happen: the set's age triggers one.
+    server.set(jwks(&[&b]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        let mut c = claims();
+        c["jti"] = json!(format!("fresh-{n}")); // never in the token cache
+        match v.verify(&sign(&a, &c), NOW).await {
+            Err(e) => {
+                assert_eq!(e.reason(), ReasonCode::UnknownKey, "{e}");
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "key A still verifies"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_user(&v.verify(&sign(&b, &claims()), NOW).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_unchanged_jwks_keeps_cached_tokens() {
+    let a = ed_key("a");
+    let (server, url) = JwksServer::start(jwks(&[&a])).await;
+    let v = url_verifier(&url, Duration::ZERO).with_jwks_max_age(Duration::from_millis(10));
+    v.prefetch().await;
+    let tok = sign(&a, &claims());
+    assert_user(&v.verify(&tok, NOW).await.unwrap());
+    let before = v.issuers[ISS].keys.current();
+    // Let the set age and a background re-fetch of the same document happen.
+    let hits = server.hits.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        if server.hits.load(Ordering::SeqCst) > hits {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no background re-fetch");
+        let mut c = claims();
+        c["jti"] = json!(format!("miss-{n}")); // a cache miss: verification looks at the set
+        let _ = v.verify(&sign(&a, &c), NOW).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while v.issuers[ISS].keys.is_stale(Duration::from_secs(3600)) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = v.issuers[ISS].keys.current();
+    assert!(Arc::ptr_eq(&before, &after), "same document, same key set");
+}
+
+#[tokio::test]
 async fn unknown_kid_refreshes_are_rate_limited() {
     let (a, b) = (ed_key("a"), ed_key("b"));
     let (server, url) = JwksServer::start(jwks(&[&a])).await;

@@ -26,6 +26,7 @@ pub struct Verifier {
     pub(crate) cache: TokenCache,
     pub(crate) client: Option<reqwest::Client>,
     pub(crate) refresh_interval: Duration,
+    pub(crate) jwks_max_age: Duration,
 }
 
 impl Verifier {
@@ -65,6 +66,7 @@ impl Verifier {
             cache: TokenCache::new(section.token_cache_seconds, cache::DEFAULT_CAPACITY),
             client,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            jwks_max_age: crate::jwks::DEFAULT_MAX_AGE,
         })
     }
 
@@ -72,6 +74,13 @@ impl Verifier {
     /// [`DEFAULT_REFRESH_INTERVAL`]).
     pub fn with_refresh_interval(mut self, interval: Duration) -> Verifier {
         self.refresh_interval = interval;
+        self
+    }
+
+    /// Sets how old a `jwks_url` key set may get before it is re-fetched in the background
+    /// (default [`crate::jwks::DEFAULT_MAX_AGE`]).
+    pub fn with_jwks_max_age(mut self, max_age: Duration) -> Verifier {
+        self.jwks_max_age = max_age;
         self
     }
 
@@ -107,7 +116,10 @@ impl Verifier {
                 &jwt,
                 now_unix,
                 self.client.as_ref(),
-                self.refresh_interval,
+                crate::jwt::Refresh {
+                    interval: self.refresh_interval,
+                    max_age: self.jwks_max_age,
+                },
             )
             .await?;
         if let Some(exp) = identity.expires_at {
