@@ -11,7 +11,7 @@
 //! * `checkpoints/<size:020>.ckpt`: the signed checkpoint (C2SP note) at each tree size.
 //!
 //! In each publication target (one directory per store): `checkpoints/<size:020>.ckpt` (added,
-//! never replaced by a different one) and `latest.ckpt`, replaced only under `latest.lock` and only
+//! never replaced by a different one) and `latest.ckpt`, replaced only under an `flock` on `latest.lock` and only
 //! by a checkpoint of the same origin, signed by the same key, at least as large, and provably an
 //! extension (consistency proof against the local tree). The target should be writable by the
 //! gateway only through this protocol (e.g. a replica host's directory mounted without delete
@@ -19,13 +19,13 @@
 //! target can also rewrite its `latest.ckpt`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::AuditError;
@@ -38,8 +38,6 @@ pub(crate) const VKEY_FILE: &str = "checkpoint.vkey";
 pub(crate) const CKPT_DIR: &str = "checkpoints";
 pub(crate) const LATEST: &str = "latest.ckpt";
 const LOCK: &str = "latest.lock";
-/// A lock file older than this is left over from a crash and is removed.
-const STALE_LOCK: Duration = Duration::from_secs(30);
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) fn ckpt_name(size: u64) -> String {
@@ -341,7 +339,7 @@ impl Checkpointer {
     fn publish(&self, target: &Path, ckpt: &Checkpoint, note: &str) -> Result<(), PublishError> {
         let d = target.join(CKPT_DIR);
         fs::create_dir_all(&d)?;
-        let _lock = LockFile::acquire(&target.join(LOCK))?;
+        let _lock = TargetLock::acquire(&target.join(LOCK))?;
         let latest = target.join(LATEST);
         match fs::read(&latest) {
             Ok(current) => self.check_cas(&current, ckpt)?,
@@ -413,44 +411,26 @@ impl Checkpointer {
     }
 }
 
-/// An exclusive lock: a file created with `create_new`, removed on drop. A lock older than
-/// [`STALE_LOCK`] is taken over (its holder crashed).
-struct LockFile(PathBuf);
-
-impl LockFile {
-    fn acquire(path: &Path) -> io::Result<LockFile> {
-        let start = std::time::Instant::now();
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(LockFile(path.to_path_buf()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let stale = fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .is_some_and(|age| age > STALE_LOCK);
-                    if stale {
-                        tracing::warn!(lock = %path.display(), "removing a stale checkpoint lock");
-                        let _ = fs::remove_file(path);
-                        continue;
-                    }
-                    if start.elapsed() > LOCK_WAIT {
-                        return Err(io::Error::new(io::ErrorKind::WouldBlock, "latest.lock is held"));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
+/// An exclusive `flock` on the target's `latest.lock`, held while `latest.ckpt` is compared and
+/// replaced (waiting up to [`LOCK_WAIT`]). The kernel releases it when its holder exits, so a crash
+/// leaves nothing behind, and the file is never deleted (a target mounted without delete rights
+/// works, and no waiter can remove a lock another one just took).
+struct TargetLock {
+    _held: fs::File,
 }
 
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+impl TargetLock {
+    fn acquire(path: &Path) -> io::Result<TargetLock> {
+        let start = std::time::Instant::now();
+        loop {
+            match crate::dir_lock::try_lock_file(path).map_err(|(_, e)| e)? {
+                crate::dir_lock::Taken::Held(f) => return Ok(TargetLock { _held: f }),
+                crate::dir_lock::Taken::Busy if start.elapsed() > LOCK_WAIT => {
+                    return Err(io::Error::new(io::ErrorKind::WouldBlock, "latest.lock is held"));
+                }
+                crate::dir_lock::Taken::Busy => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
     }
 }
 
@@ -497,5 +477,26 @@ fn run_witness(cmd: &[String], ckpt: &Checkpoint, note: &str) -> io::Result<()> 
             return Err(io::Error::other("witness hook timed out"));
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn the_target_lock_excludes_other_holders_and_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK);
+        let first = TargetLock::acquire(&path).unwrap();
+        // Another open file description (as another process would have) waits, then gives up.
+        let started = std::time::Instant::now();
+        let err = TargetLock::acquire(&path).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(started.elapsed() >= LOCK_WAIT);
+        drop(first);
+        let again = TargetLock::acquire(&path).unwrap();
+        drop(again);
+        assert!(path.exists(), "the lock file stays (no delete right needed)");
     }
 }
