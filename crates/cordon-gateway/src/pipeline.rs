@@ -306,7 +306,10 @@ pub async fn authenticate(ctx: &Ctx<'_>, headers: &HeaderMap) -> Result<Subject,
     let pseudonym = ctx
         .state
         .pseudonyms
-        .subject(jurisdiction.as_str(), &identity.subject)
+        .subject(
+            jurisdiction.as_str(),
+            &identity.caller.subject_key(&identity.subject),
+        )
         .map_err(|e| ctx.audit_failed(&e))?;
     let origin_region = headers
         .get(policy.file.identity.origin_header.as_str())

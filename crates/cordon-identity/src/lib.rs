@@ -46,6 +46,19 @@ pub enum Caller {
     Workload { key_id: String },
 }
 
+impl Caller {
+    /// What a subject's pseudonym is computed from: the raw id qualified by who vouches for it
+    /// (`u␟<issuer>␟<sub>` for users, `w␟<key id>` for workloads, ␟ = U+001F). The same `sub` from
+    /// two issuers, or a `sub` shaped like an API key's subject, are then two subjects, with two
+    /// pseudonyms and two data keys: an export or a shred for one never touches the other.
+    pub fn subject_key(&self, subject: &str) -> String {
+        match self {
+            Caller::User { issuer } => format!("u\u{1f}{issuer}\u{1f}{subject}"),
+            Caller::Workload { key_id } => format!("w\u{1f}{key_id}"),
+        }
+    }
+}
+
 /// Where the subject resides, as far as the credential says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Residency {

@@ -684,3 +684,20 @@ async fn failed_prefetch_is_not_fatal() {
     // Never loaded: retried on first use after at most MIN_RETRY, despite the long interval.
     assert_user(&verify_eventually(&v, &sign(&a, &claims())).await.unwrap());
 }
+
+#[test]
+fn subjects_are_scoped_by_who_vouches_for_them() {
+    let user = |iss: &str| Caller::User { issuer: iss.into() };
+    let a = user("https://idp-a").subject_key("alice");
+    assert_ne!(a, user("https://idp-b").subject_key("alice"));
+    assert_eq!(a, user("https://idp-a").subject_key("alice"));
+    // A JWT whose sub looks like an API key's subject is not that workload.
+    let key = Caller::Workload {
+        key_id: "nightly".into(),
+    };
+    assert_ne!(
+        user("i").subject_key("apikey:nightly"),
+        key.subject_key("apikey:nightly")
+    );
+    assert_ne!(user("").subject_key("w"), key.subject_key("w"));
+}

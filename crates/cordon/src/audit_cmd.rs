@@ -71,6 +71,8 @@ pub enum Command {
         /// Only this subject (the raw id; it is pseudonymized here, as in the records).
         #[arg(long)]
         subject: Option<String>,
+        #[command(flatten)]
+        vouched: VouchedBy,
         /// Period start, RFC 3339 (inclusive).
         #[arg(long)]
         from: Option<String>,
@@ -98,10 +100,51 @@ pub enum Command {
         /// The raw subject id (as in the token's subject claim); it is pseudonymized here.
         #[arg(long)]
         subject: String,
+        #[command(flatten)]
+        vouched: VouchedBy,
         /// The subject's jurisdiction (e.g. EU).
         #[arg(long)]
         jurisdiction: String,
     },
+}
+
+/// Who vouches for `--subject`: subjects are scoped by their issuer (see
+/// `cordon_identity::Caller::subject_key`).
+#[derive(clap::Args)]
+pub struct VouchedBy {
+    /// The issuer of the subject's tokens (default: the policy's only issuer).
+    #[arg(long, conflicts_with = "workload")]
+    issuer: Option<String>,
+    /// `--subject` is a workload's API key id, not a user.
+    #[arg(long)]
+    workload: bool,
+}
+
+impl VouchedBy {
+    /// The pseudonym input for `subject` under the policy of `w`.
+    fn subject_key(&self, w: &Where, subject: &str) -> Result<String> {
+        let caller = if self.workload {
+            cordon_identity::Caller::Workload {
+                key_id: subject.to_string(),
+            }
+        } else {
+            let issuer = match &self.issuer {
+                Some(i) => i.clone(),
+                None => {
+                    let policy = crate::policy_cmd::load(w.config.as_deref())?;
+                    match policy.file.identity.issuers.as_slice() {
+                        [only] => only.issuer.clone(),
+                        [] => bail!(
+                            "the policy has no token issuer: give --issuer, or --workload for an API key"
+                        ),
+                        _ => bail!("the policy has several token issuers: name the subject's with --issuer"),
+                    }
+                }
+            };
+            cordon_identity::Caller::User { issuer }
+        };
+        Ok(caller.subject_key(subject))
+    }
 }
 
 #[derive(clap::Args)]
@@ -120,11 +163,15 @@ pub fn run(c: Command) -> Result<ExitCode> {
             at,
             jurisdiction,
             subject,
+            vouched,
             from,
             to,
             decrypt,
             out,
-        } => export(&at, &jurisdiction, subject.as_deref(), from, to, decrypt, &out),
+        } => {
+            let subject = subject.map(|s| vouched.subject_key(&at, &s)).transpose()?;
+            export(&at, &jurisdiction, subject.as_deref(), from, to, decrypt, &out)
+        }
         Command::VerifyBundle { file, vkey } => verify_bundle(&file, vkey.as_deref()),
         Command::InitPostgres { store } => init_postgres(&store),
         Command::Prove {
@@ -148,8 +195,9 @@ pub fn run(c: Command) -> Result<ExitCode> {
         Command::Shred {
             at,
             subject,
+            vouched,
             jurisdiction,
-        } => shred(&at, &subject, &jurisdiction),
+        } => shred(&at, &vouched.subject_key(&at, &subject)?, &jurisdiction),
     }
 }
 
@@ -500,6 +548,7 @@ fn keystore(w: &Where) -> Result<cordon_audit::Keystore> {
 fn export(
     w: &Where,
     jurisdiction: &str,
+    // The pseudonym input (`VouchedBy::subject_key`), not the raw id.
     subject: Option<&str>,
     from: Option<String>,
     to: Option<String>,

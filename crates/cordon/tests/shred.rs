@@ -47,6 +47,25 @@ async fn shred_erases_one_subject_and_keeps_the_log_verifiable() {
     drop(before);
 
     let dir = data.to_str().unwrap();
+    // Subjects are scoped by their issuer: "alice" of another issuer is somebody else.
+    let (code, out) = cli(&[
+        "audit",
+        "shred",
+        "--subject",
+        "alice",
+        "--issuer",
+        "another-idp",
+        "--jurisdiction",
+        "EU",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to shred"), "{out}");
+    let untouched = Keystore::open(&keys, master).unwrap();
+    assert_eq!(readable(&untouched), [true, true]);
+    drop(untouched);
+
     let (code, out) = cli(&[
         "audit",
         "shred",
