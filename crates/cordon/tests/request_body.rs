@@ -14,41 +14,32 @@ use common::*;
 
 type Seen = Arc<Mutex<Vec<bytes::Bytes>>>;
 
-/// An OpenAI-compatible upstream that keeps every request body it receives, as bytes.
+/// A handler that keeps the request body in `seen` and answers `answer`.
+fn recording(seen: &Seen, answer: serde_json::Value) -> axum::routing::MethodRouter {
+    let seen = seen.clone();
+    route_post(move |body: bytes::Bytes| {
+        seen.lock().unwrap().push(body);
+        let answer = answer.to_string();
+        async move { ([("content-type", "application/json")], answer) }
+    })
+}
+
+/// An OpenAI-compatible (and Anthropic Messages) upstream that keeps every request body it
+/// receives, as bytes.
 async fn upstream() -> (String, Seen) {
     let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let m = seen.clone();
+    let chat = serde_json::json!({
+        "id": "x", "object": "chat.completion",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": "ok" }, "finish_reason": "stop" }]
+    });
+    let message = serde_json::json!({
+        "id": "msg", "type": "message", "role": "assistant",
+        "content": [{ "type": "text", "text": "ok" }],
+        "usage": { "input_tokens": 1, "output_tokens": 1, "inference_geo": "us" }
+    });
     let app = Router::new()
-        .route(
-            "/v1/chat/completions",
-            route_post(move |body: bytes::Bytes| {
-                let s = s.clone();
-                async move {
-                    s.lock().unwrap().push(body);
-                    let json = serde_json::json!({
-                        "id": "x", "object": "chat.completion",
-                        "choices": [{ "index": 0, "message": { "role": "assistant", "content": "ok" }, "finish_reason": "stop" }]
-                    });
-                    ([("content-type", "application/json")], json.to_string())
-                }
-            }),
-        )
-        .route(
-            "/v1/messages",
-            route_post(move |body: bytes::Bytes| {
-                let m = m.clone();
-                async move {
-                    m.lock().unwrap().push(body);
-                    let json = serde_json::json!({
-                        "id": "msg", "type": "message", "role": "assistant",
-                        "content": [{ "type": "text", "text": "ok" }],
-                        "usage": { "input_tokens": 1, "output_tokens": 1, "inference_geo": "us" }
-                    });
-                    ([("content-type", "application/json")], json.to_string())
-                }
-            }),
-        );
+        .route("/v1/chat/completions", recording(&seen, chat))
+        .route("/v1/messages", recording(&seen, message));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
