@@ -269,7 +269,53 @@ fn stores(policy: &Policy, data_dir: &std::path::Path) -> Vec<StoreRef> {
             },
         );
     }
+    // A jurisdiction with a pseudonym key has had records written for it: its store is listed
+    // even when its directory is gone, so that `verify` reports it missing instead of not seeing it.
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("keys")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(j) = name.parse::<cordon_types::Jurisdiction>() else {
+                continue;
+            };
+            if out.contains_key(&name) || !e.path().join(PSEUDONYM_KEY).exists() {
+                continue;
+            }
+            if let Some(loc) = set.location(policy, j) {
+                out.insert(
+                    name.clone(),
+                    StoreRef {
+                        label: name.clone(),
+                        key: loc.key,
+                        expect: Some(name),
+                        external: loc.replica.iter().cloned().collect(),
+                    },
+                );
+            }
+        }
+    }
     out.into_values().collect()
+}
+
+/// The per-jurisdiction pseudonym key file (`<data>/keys/<J>/pseudonym.key`): created when the
+/// first record about a subject of that jurisdiction is written.
+const PSEUDONYM_KEY: &str = "pseudonym.key";
+
+/// Why a store directory that does not exist should: what shows that records were written to it
+/// (its DR replica or publication target holds data, or its jurisdiction has a pseudonym key).
+fn evidence_of_records(s: &StoreRef, data_dir: &std::path::Path) -> Option<String> {
+    for r in &s.external {
+        let holds = |p: PathBuf| p.exists();
+        if holds(r.join("latest.ckpt")) || holds(r.join("checkpoints")) || holds(r.join("checkpoint.vkey")) {
+            return Some(format!("its DR replica {} holds its checkpoints", r.display()));
+        }
+    }
+    let j = s.expect.as_deref()?;
+    data_dir
+        .join("keys")
+        .join(j)
+        .join(PSEUDONYM_KEY)
+        .exists()
+        .then(|| format!("subjects of {j} have a pseudonym key, so their decisions were recorded"))
 }
 
 fn find_dir(w: &Where, jurisdiction: &str) -> Result<PathBuf> {
@@ -336,7 +382,7 @@ fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
     let mut failed = 0;
     for s in &list {
         let outcome = match &s.key {
-            StoreKey::Dir(path) => verify_dir(s, path, only.is_none()),
+            StoreKey::Dir(path) => verify_dir(s, path, only.is_none(), &w.data.data_dir),
             StoreKey::Postgres { url, .. } => verify_pg(url),
         };
         match outcome {
@@ -355,9 +401,25 @@ fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify_dir(s: &StoreRef, path: &std::path::Path, check_placement: bool) -> Result<String, String> {
+fn verify_dir(
+    s: &StoreRef,
+    path: &std::path::Path,
+    check_placement: bool,
+    data_dir: &std::path::Path,
+) -> Result<String, String> {
     if !path.exists() {
-        return Ok(format!("{} (not created yet)", path.display()));
+        // A store that never received a record may not exist yet; one that did and is gone has
+        // been removed (all its records at once): that is the worst tampering, not a pass.
+        // (`check_placement` is off when the store was named on the command line: then a missing
+        // directory is simply an error.)
+        return match evidence_of_records(s, data_dir) {
+            Some(why) => Err(format!(
+                "{} is missing, but {why}: the store was removed",
+                path.display()
+            )),
+            None if !check_placement => Err(format!("{}: no such store", path.display())),
+            None => Ok(format!("{} (not created yet)", path.display())),
+        };
     }
     let show = progress(&s.label);
     let opts = VerifyOptions {

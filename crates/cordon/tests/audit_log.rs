@@ -301,3 +301,41 @@ async fn export_bundle_verifies_offline_and_tampering_is_named() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("FAIL") && text.contains("record"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_store_fails_verification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let de = token(&data, "alice", "DE");
+    let gw = Gateway::start(&data, &[], &[]);
+    let (status, _, body) = post(
+        &gw.url,
+        "/v1/chat/completions",
+        Some(&de),
+        chat("chat-small", "hi"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(gw);
+    let dir = data.to_str().unwrap();
+    let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
+    assert_eq!(code, 0, "{out}");
+
+    // Somebody removes the whole EU store (every record at once): verify must not pass.
+    let eu = data.join("audit/EU");
+    std::fs::rename(&eu, tmp.path().join("EU.gone")).unwrap();
+    let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("EU") && out.contains("missing"), "{out}");
+    // Naming a store that does not exist is an error too.
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir,
+        "--store",
+        eu.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+}
