@@ -11,12 +11,18 @@ use crate::metrics::ResultLabels;
 use crate::runtime::{self, PolicySource};
 use crate::state::AppState;
 
+/// Reloads run one at a time: each reads the file and swaps under this lock, so a SIGHUP and a
+/// file-change reload racing each other cannot end with the slower one's older read swapped in
+/// last (the watcher, whose fingerprint already matches the new file, would never fix that).
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Try to reload now. Returns the new policy version, or why the old one stays.
 pub async fn reload(
     state: &AppState,
     source: &PolicySource,
     overrides: &Overrides,
 ) -> Result<String, String> {
+    let _one_at_a_time = RELOADING.lock().await;
     let result = match runtime::load(source, &state.data_dir, overrides) {
         Ok(rt) => state.audit.open_configured(&rt.policy).await.map(|()| rt),
         Err(e) => Err(e),

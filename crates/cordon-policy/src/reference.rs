@@ -13,6 +13,9 @@ const REGIONS_TOML: &str = include_str!("../../../data/regions.toml");
 const JURISDICTIONS_TOML: &str = include_str!("../../../data/jurisdictions.toml");
 const ADEQUACY_TOML: &str = include_str!("../../../data/adequacy.toml");
 
+/// The reference data compiled into this build, in a fixed order (part of the policy version).
+pub(crate) const SHIPPED_DATA: [&str; 3] = [REGIONS_TOML, JURISDICTIONS_TOML, ADEQUACY_TOML];
+
 /// What we know about one region.
 #[derive(Debug, Clone)]
 pub struct RegionInfo {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use cordon_policy::cases::{CaseFile, run_cases};
 use cordon_policy::quickstart::{QUICKSTART_ORIGIN, QUICKSTART_YAML};
-use cordon_policy::{Day, Policy, PolicyError, Severity};
+use cordon_policy::{Day, Policy, Severity};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -30,13 +30,14 @@ pub fn today() -> Day {
     Day(time::OffsetDateTime::now_utc().date())
 }
 
-/// Load a policy file, or the quickstart policy.
-pub fn load(file: Option<&Path>) -> Result<Policy, PolicyError> {
-    let overrides = crate::serve::overrides().unwrap_or_default();
-    match file {
-        Some(p) => Policy::load(p, &overrides),
-        None => Policy::from_yaml(QUICKSTART_YAML, QUICKSTART_ORIGIN, &overrides),
-    }
+/// Load a policy file, or the quickstart policy, with the environment's overrides (a malformed
+/// override is an error here as it is for `serve`: the CLI must judge the policy `serve` runs).
+pub fn load(file: Option<&Path>) -> Result<Policy> {
+    let overrides = crate::serve::overrides()?;
+    Ok(match file {
+        Some(p) => Policy::load(p, &overrides)?,
+        None => Policy::from_yaml(QUICKSTART_YAML, QUICKSTART_ORIGIN, &overrides)?,
+    })
 }
 
 pub fn run(c: Command) -> Result<ExitCode> {
@@ -50,7 +51,7 @@ fn check(file: Option<&Path>) -> Result<ExitCode> {
     let policy = match load(file) {
         Ok(p) => p,
         Err(e) => {
-            println!("{e}");
+            println!("{e:#}");
             return Ok(ExitCode::from(1));
         }
     };
@@ -94,6 +95,10 @@ fn test(cases: &Path, config: Option<&Path>) -> Result<ExitCode> {
     let file: CaseFile =
         serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", cases.display()))?;
     let results = run_cases(&policy, &file, today());
+    if results.is_empty() {
+        println!("{}: no cases: nothing was tested", cases.display());
+        return Ok(ExitCode::from(1));
+    }
     let mut failed = 0;
     for r in &results {
         if r.passed {

@@ -329,4 +329,23 @@ fn examples_pass_policy_check_and_their_cases() {
     let (code, out) = cli(&["policy", "test", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL"), "{out}");
+    // An empty table tests nothing: that is a failure, not a pass.
+    let empty = tmp.path().join("empty.yaml");
+    std::fs::write(&empty, "cases: []\n").unwrap();
+    let (code, out) = cli(&["policy", "test", empty.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no cases"), "{out}");
+}
+
+#[test]
+fn the_cli_refuses_a_malformed_gateway_region_override_as_serve_does() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(["policy", "check"])
+        .env("CORDON_GATEWAY_REGION", "not a region")
+        .env_remove("CORDON_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CORDON_GATEWAY_REGION"), "{text}");
 }
