@@ -465,17 +465,19 @@ fn build_world(file: &PolicyFile, diags: &mut Vec<Diagnostic>) -> Result<World, 
             diags.push(Diagnostic::error(&at, e));
         }
         if let Some(adequate) = &spec.adequate {
+            // The list says which destinations are adequate; what the reference data knows about
+            // one of them (a condition such as DPF certification, the date it took effect) still
+            // holds: an override must not turn conditional adequacy into unconditional.
+            let known = world.adequacy.get(id).cloned().unwrap_or_default();
             let map = adequate
                 .iter()
                 .map(|d| {
-                    (
-                        *d,
-                        crate::reference::Adequacy {
-                            since: None,
-                            condition: None,
-                            verified: true,
-                        },
-                    )
+                    let fact = known.get(d).cloned().unwrap_or(crate::reference::Adequacy {
+                        since: None,
+                        condition: None,
+                        verified: true,
+                    });
+                    (*d, fact)
                 })
                 .collect();
             world.adequacy.insert(*id, map);

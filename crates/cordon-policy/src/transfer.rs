@@ -145,10 +145,17 @@ fn rule_permit(
                 format!("rule {from}→{to}: {from}'s regime has no adequacy finding for {to}")
             })?;
             if let Some(condition) = &finding.condition {
-                let certified = matches!(recipient, Recipient::Operator(Some(op)) if op.dpf_certified);
-                if !certified {
+                let Some((_, attestation, met)) =
+                    CONDITION_ATTESTATIONS.iter().find(|(d, _, _)| *d == to.as_str())
+                else {
                     return Err(format!(
-                        "adequacy {from}→{to} is conditional ({condition}) and the operator is not marked dpf_certified"
+                        "adequacy {from}→{to} is conditional ({condition}) and a policy cannot attest that an operator meets it: use another mechanism"
+                    ));
+                };
+                let attested = matches!(recipient, Recipient::Operator(Some(op)) if met(op));
+                if !attested {
+                    return Err(format!(
+                        "adequacy {from}→{to} is conditional ({condition}) and the operator is not marked {attestation}"
                     ));
                 }
             }
@@ -156,6 +163,15 @@ fn rule_permit(
         }
     }
 }
+
+/// Conditional adequacy a policy can attest per operator: `(destination, the operator flag, how to
+/// read it)`. The EU-US Data Privacy Framework (and its UK and Swiss extensions) covers certified
+/// US organisations: `dpf_certified`. Other conditions (PIPEDA for Canada, APPI for Japan, PIPA for
+/// Korea) have no attestation here, so conditional adequacy to those destinations is never
+/// counted (a DPF certification says nothing about them); a policy uses another mechanism.
+type OperatorFlag = fn(&OperatorSpec) -> bool;
+const CONDITION_ATTESTATIONS: &[(&str, &str, OperatorFlag)] =
+    &[("US", "dpf_certified", |op| op.dpf_certified)];
 
 fn adequacy_finding(
     world: &World,

@@ -132,6 +132,40 @@ fn conditional_adequacy_needs_a_certified_operator() {
 }
 
 #[test]
+fn a_dpf_certification_does_not_meet_other_adequacy_conditions() {
+    // EU→CA adequacy covers only PIPEDA recipients; `dpf_certified` says nothing about that.
+    let text = "gateway: { development: true }\nproviders:\n  certified-ai: { dpa: D, dpf_certified: true }\n\
+                models:\n  ca:\n    endpoints:\n      - { id: ca, provider: echo, operator: certified-ai, regions: [aws:ca-central-1] }\n\
+                audit: { root: audit }\ntransfers:\n  - { from: EU, to: CA, tiers: [1], mechanism: adequacy }\n";
+    let p = Policy::from_yaml(text, "test", &Overrides::default()).unwrap();
+    let d = decide(&p, "EU", "ca", 1, TODAY);
+    assert_eq!(outcome(&p, &d), Err(ReasonCode::NoPermittedEndpoint));
+    let Decision::Refuse(r) = d else { unreachable!() };
+    assert!(
+        r.reasons.iter().any(|m| m.contains("conditional")),
+        "{:?}",
+        r.reasons
+    );
+}
+
+#[test]
+fn an_adequacy_override_keeps_the_reference_conditions() {
+    // The policy restates which destinations are adequate for the EU; the US one stays
+    // conditional on DPF certification.
+    let p = policy(
+        "jurisdictions:\n  EU: { adequate: [US, UK, CH] }\ntransfers:\n  - { from: EU, to: US, tiers: [1], mechanism: adequacy }\n",
+    );
+    assert_eq!(
+        outcome(&p, &decide(&p, "EU", "us-only", 1, TODAY)),
+        Err(ReasonCode::NoPermittedEndpoint)
+    );
+    assert_eq!(
+        outcome(&p, &decide(&p, "EU", "us-certified", 1, TODAY)),
+        Ok(("us-cert".into(), TransferMechanism::Adequacy))
+    );
+}
+
+#[test]
 fn scc_holds_until_it_expires() {
     let p = policy(
         "transfers:\n  - { from: EU, to: US, tiers: [1], mechanism: scc, reference: SCC-1/TIA-1, expires: 2026-12-31 }\n",
