@@ -201,10 +201,14 @@ fn storage_check(
         .get(&j)
         .and_then(|m| m.get(&dest))
         .is_some_and(|a| a.condition.is_none());
-    let ruled = file
-        .transfers
-        .iter()
-        .any(|r| r.from == j && r.to == dest && r.tiers.contains(&Tier::Personal));
+    // The rule must name adequacy itself: an SCC (or any other) rule for prompts says nothing
+    // about keeping the audit log there.
+    let ruled = file.transfers.iter().any(|r| {
+        r.from == j
+            && r.to == dest
+            && r.tiers.contains(&Tier::Personal)
+            && r.mechanism == cordon_types::TransferMechanism::Adequacy
+    });
     if !(adequate && ruled) {
         diags.push(Diagnostic::error(
             at,

@@ -407,6 +407,24 @@ fn audit_replica_across_a_border_is_rejected() {
 }
 
 #[test]
+fn an_audit_store_abroad_needs_an_adequacy_rule_not_any_rule() {
+    let store = |rule: &str| {
+        let yaml = format!(
+            "gateway: {{ region: aws:eu-west-2 }}\ntransfers:\n  - {rule}\naudit:\n  stores:\n    \
+             UK: {{ path: /tmp/uk, region: aws:eu-central-1 }}\n"
+        );
+        Policy::from_yaml(&yaml, "t", &Overrides::default()).map_err(|e| e.to_string())
+    };
+    assert!(store("{ from: UK, to: EU, tiers: [1], mechanism: adequacy }").is_ok());
+    let err = store("{ from: UK, to: EU, tiers: [1], mechanism: scc, reference: S, expires: 2020-01-01 }")
+        .unwrap_err();
+    assert!(
+        err.contains("audit.stores.UK") && err.contains("audit records would leave UK"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_replica_directory_serves_one_primary() {
     let policy = |eu_replica: &str, us_path: &str, us_replica: &str| {
         let yaml = format!(
