@@ -48,10 +48,17 @@ pub fn permit(
     let localized = world.is_localized(subject);
     let mut why_not: Vec<String> = Vec::new();
     let mut best: Option<Permit> = None;
+    // Tier 2 goes where the policy says, "by default, as tier 1": while no rule out of `subject`
+    // lists tier 2, tier 2 follows the tier-1 rules.
+    let rule_tier = if tier == Tier::Derived && !has_rules_for_tier(file, subject, tier) {
+        Tier::Personal
+    } else {
+        tier
+    };
     let rules = file
         .transfers
         .iter()
-        .filter(|r| r.from == subject && r.to == dest && r.tiers.contains(&tier));
+        .filter(|r| r.from == subject && r.to == dest && r.tiers.contains(&rule_tier));
     for rule in rules {
         match rule_permit(world, rule, tier, localized, recipient) {
             Ok(p) => {
@@ -94,7 +101,8 @@ pub fn permit(
     Err(why_not.join("; "))
 }
 
-/// Whether the policy restricts tier-3 transfers out of `subject` with explicit rules.
+/// Whether the policy has explicit rules for `tier` out of `subject` (tier 3: then they restrict
+/// it; tier 2: then it no longer follows tier 1).
 fn has_rules_for_tier(file: &PolicyFile, subject: Jurisdiction, tier: Tier) -> bool {
     file.transfers
         .iter()

@@ -119,6 +119,28 @@ fn uk_subject_in_eu_region_allowed_by_adequacy_rule() {
 }
 
 #[test]
+fn tier_2_follows_tier_1_until_the_policy_says_otherwise() {
+    // Only tier-1 rules for the UK: tier 2 goes where tier 1 goes ("by default, as tier 1").
+    let p = policy("transfers:\n  - { from: UK, to: EU, tiers: [1], mechanism: adequacy }\n");
+    assert_eq!(
+        outcome(&p, &decide(&p, "UK", "chat", 2, TODAY)),
+        Ok(("eu-fra".into(), TransferMechanism::Adequacy))
+    );
+    // Once a rule out of the UK names tier 2, tier 2 has its own rules only.
+    let p = policy(
+        "transfers:\n  - { from: UK, to: EU, tiers: [1], mechanism: adequacy }\n  - { from: UK, to: CH, tiers: [2], mechanism: adequacy }\n",
+    );
+    assert_eq!(
+        outcome(&p, &decide(&p, "UK", "chat", 2, TODAY)),
+        Err(ReasonCode::NoPermittedEndpoint)
+    );
+    assert_eq!(
+        outcome(&p, &decide(&p, "UK", "chat", 1, TODAY)),
+        Ok(("eu-fra".into(), TransferMechanism::Adequacy))
+    );
+}
+
+#[test]
 fn conditional_adequacy_needs_a_certified_operator() {
     let p = policy("transfers:\n  - { from: EU, to: US, tiers: [1], mechanism: adequacy }\n");
     assert_eq!(
@@ -178,9 +200,13 @@ fn scc_holds_until_it_expires() {
         outcome(&p, &decide(&p, "EU", "us-only", 1, "2027-01-01")),
         Err(ReasonCode::NoPermittedEndpoint)
     );
-    // Tier 2 is not in the rule: as strict as tier 1 by default.
+    // No rule out of the EU names tier 2: it goes where tier 1 goes, until the same day.
     assert_eq!(
         outcome(&p, &decide(&p, "EU", "us-only", 2, "2026-12-01")),
+        Ok(("us-east".into(), TransferMechanism::Scc))
+    );
+    assert_eq!(
+        outcome(&p, &decide(&p, "EU", "us-only", 2, "2027-01-01")),
         Err(ReasonCode::NoPermittedEndpoint)
     );
 }
