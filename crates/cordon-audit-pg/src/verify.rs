@@ -111,6 +111,9 @@ pub struct PgVerifyReport {
     pub checkpoints: u64,
     /// Hex RFC 6962 root over every leaf, ordered by (chain_id bytes, idx); see the module docs.
     pub root: String,
+    /// Decisions about a (pseudonymous) subject, by the subject's jurisdiction (`-`: none given),
+    /// so that a caller can check they all sit in their own jurisdiction's store.
+    pub subject_jurisdictions: BTreeMap<String, u64>,
 }
 
 impl fmt::Display for PgVerifyReport {
@@ -244,6 +247,7 @@ async fn verify_in(
         chains: Vec::new(),
         checkpoints: 0,
         root: String::new(),
+        subject_jurisdictions: BTreeMap::new(),
     };
     let mut all = Frontier::default();
     for chain_bytes in chain_ids.keys() {
@@ -304,7 +308,13 @@ async fn verify_in(
                 )
             })?;
             match rec {
-                Record::Decision(_) => report.decisions += 1,
+                Record::Decision(d) => {
+                    report.decisions += 1;
+                    if d.subject.is_some() {
+                        let j = d.data_subject_jurisdiction.unwrap_or_else(|| "-".into());
+                        *report.subject_jurisdictions.entry(j).or_default() += 1;
+                    }
+                }
                 Record::Completion(_) => report.completions += 1,
             }
             head = entry;

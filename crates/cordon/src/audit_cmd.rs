@@ -383,7 +383,7 @@ fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
     for s in &list {
         let outcome = match &s.key {
             StoreKey::Dir(path) => verify_dir(s, path, only.is_none(), &w.data.data_dir),
-            StoreKey::Postgres { url, .. } => verify_pg(url),
+            StoreKey::Postgres { url, .. } => verify_pg(url, s.expect.as_deref().filter(|_| only.is_none())),
         };
         match outcome {
             Ok(line) => println!("{:<18} {line}", s.label),
@@ -480,14 +480,31 @@ fn verify_dir(
     ))
 }
 
-fn verify_pg(url: &str) -> Result<String, String> {
+/// `expect`: the jurisdiction every subject's decision in this store must belong to (condition 2,
+/// as for directory stores); `None` when the store was named on the command line.
+fn verify_pg(url: &str, expect: Option<&str>) -> Result<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    rt.block_on(cordon_audit_pg::verify_url(url))
-        .map(|r| r.to_string())
-        .map_err(|e| e.to_string())
+    let report = rt
+        .block_on(cordon_audit_pg::verify_url(url))
+        .map_err(|e| e.to_string())?;
+    if let Some(j) = expect {
+        let misplaced: u64 = report
+            .subject_jurisdictions
+            .iter()
+            .filter(|(k, _)| k.as_str() != j)
+            .map(|(_, n)| n)
+            .sum();
+        if misplaced > 0 {
+            return Err(format!(
+                "{}: {misplaced} decision(s) of another jurisdiction",
+                report.store
+            ));
+        }
+    }
+    Ok(report.to_string())
 }
 
 fn prove(

@@ -205,6 +205,34 @@ audit:
     assert!(rows >= 20, "decision records in PostgreSQL: {rows}");
     let (code, out) = cli(&["audit", "verify", "--store", &url]);
     assert_eq!(code, 0, "{out}");
+    // Through the policy, the store is also checked to hold only its jurisdiction's decisions:
+    // read as the US store, the same rows (EU subjects) fail.
+    let d = data.to_str().unwrap();
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let as_us = tmp.path().join("as-us.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("EU: {{ postgres: \"{url}\", region: aws:eu-central-1 }}"),
+        &format!("US: {{ postgres: \"{url}\", region: aws:us-east-1 }}"),
+    );
+    std::fs::write(&as_us, text).unwrap();
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        as_us.to_str().unwrap(),
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("decision(s) of another jurisdiction"), "{out}");
     drop(gw);
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
