@@ -360,6 +360,7 @@ impl Writer {
             lock_uncut().push((key, self.seg_len));
         }
     }
+
     /// Start a new segment named for the first record of the pending batch.
     fn roll(&mut self) -> Result<(), AuditError> {
         // Every framed record of the batch (acked or deferred) has a leaf.

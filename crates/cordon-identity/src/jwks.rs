@@ -8,7 +8,8 @@
 //! [`DEFAULT_MAX_AGE`] (on the next verification that needs a key; requests keep using the current
 //! set meanwhile), so a key the identity provider withdrew stops verifying even when tokens keep
 //! naming it: an unknown-`kid` refresh alone would never notice. A re-fetch that returns the same
-//! document keeps the same set, so it does not empty the verified-token cache. A failed fetch, or a document with no usable key, keeps the last good set, so keys
+//! document keeps the same set, so it does not empty the verified-token cache. A failed fetch, or
+//! a document with no usable key, keeps the last good set, so keys
 //! rotate without a restart and an IdP outage does not lock everyone out. A `jwks_file` is also
 //! re-read when its modification time or length changes (checked at most once per refresh
 //! interval, on the verification path, without waiting).
@@ -281,15 +282,18 @@ impl IssuerKeys {
         self.load(client, &mut state).await;
     }
 
-    /// `jwks_url` only: whether the current set is older than `max_age` and no fetch is in flight
-    /// (never waits). Then [`IssuerKeys::refresh_stale`] should run, in the background.
-    pub fn is_stale(&self, max_age: Duration) -> bool {
+    /// `jwks_url` only: whether the current set is older than `max_age`, no fetch is in flight and
+    /// none was attempted within `interval` (never waits). Then [`IssuerKeys::refresh_stale`]
+    /// should run, in the background.
+    pub fn is_stale(&self, max_age: Duration, interval: Duration) -> bool {
         if !self.is_url() {
             return false;
         }
-        self.refresh
-            .try_lock()
-            .is_ok_and(|state| state.ever_loaded && state.loaded_at.is_none_or(|t| t.elapsed() >= max_age))
+        self.refresh.try_lock().is_ok_and(|state| {
+            state.ever_loaded
+                && state.loaded_at.is_none_or(|t| t.elapsed() >= max_age)
+                && state.last_attempt.is_none_or(|t| t.elapsed() >= interval)
+        })
     }
 
     /// Re-fetches a `jwks_url` set older than `max_age`, unless a fetch was attempted less than

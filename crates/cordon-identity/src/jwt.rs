@@ -198,7 +198,7 @@ impl Issuer {
         } else {
             let kid = jwt.kid.as_deref();
             self.keys.reload_file_if_changed(refresh_interval).await;
-            if self.keys.is_stale(max_age) {
+            if self.keys.is_stale(max_age, refresh_interval) {
                 let (keys, client) = (self.keys.clone(), client.cloned());
                 tokio::spawn(async move {
                     keys.refresh_stale(client.as_ref(), max_age, refresh_interval)

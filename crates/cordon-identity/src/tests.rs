@@ -644,7 +644,10 @@ async fn an_unchanged_jwks_keeps_cached_tokens() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while v.issuers[ISS].keys.is_stale(Duration::from_secs(3600)) {
+    while v.issuers[ISS]
+        .keys
+        .is_stale(Duration::from_secs(3600), Duration::ZERO)
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
