@@ -545,19 +545,30 @@ fn read_from(path: &Path, offset: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// A batch that failed in this process and could not be cut off then ([`crate::writer::UNCUT`]):
-/// cut it now, before recovery reads the segment through the page cache, or refuse to open.
+/// cut it now, before recovery reads the segment through the page cache, if the segment still
+/// ends where the failure left it; or refuse to open when the cut fails again.
 fn cut_uncut(seg: &Path) -> Result<(), AuditError> {
     let key = fs::canonicalize(seg).unwrap_or_else(|_| seg.to_path_buf());
     let mut uncut = crate::writer::lock_uncut();
-    let Some(k) = uncut.iter().position(|(p, _)| *p == key) else {
+    let Some(k) = uncut.iter().position(|u| u.segment == key) else {
         return Ok(());
     };
-    let len = uncut[k].1;
+    let entry = uncut[k].clone();
+    let len = fs::metadata(seg)
+        .map_err(AuditError::io(seg, "stat segment"))?
+        .len();
+    if entry.observed != Some(len) {
+        // Another writer has appended since (or the failure's length is unknown): its records
+        // chain onto the failed batch now, and cutting would destroy them. Leave the segment.
+        tracing::warn!(segment = %seg.display(), "a failed batch was not cut: the segment has changed since");
+        uncut.swap_remove(k);
+        return Ok(());
+    }
     let f = OpenOptions::new()
         .write(true)
         .open(seg)
         .map_err(AuditError::io(seg, "open segment"))?;
-    f.set_len(len)
+    f.set_len(entry.durable)
         .and_then(|()| f.sync_all())
         .map_err(AuditError::io(seg, "cut a failed batch"))?;
     uncut.swap_remove(k);

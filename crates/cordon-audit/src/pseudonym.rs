@@ -74,6 +74,13 @@ impl Pseudonymizer {
         }
     }
 
+    /// The pseudonym of `raw_subject` in `jurisdiction` if that jurisdiction has a key already;
+    /// never creates one (for lookups: `shred`, `export`).
+    pub fn existing(&self, jurisdiction: &str, raw_subject: &str) -> Option<String> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.get(jurisdiction).map(|k| pseudonym(k, raw_subject))
+    }
+
     fn load_or_create(&self, jurisdiction: &str) -> Result<hmac::Key, AuditError> {
         let dir = self.dir.join(jurisdiction);
         let path = dir.join(KEY_FILE);

@@ -256,7 +256,13 @@ async fn a_failed_batch_that_could_not_be_cut_is_cut_at_the_next_open() {
         .join(crate::tlog::CKPT_DIR)
         .join(format!("{:020}.ckpt", 4));
     std::fs::remove_file(&ckpt).unwrap();
-    crate::writer::lock_uncut().push((std::fs::canonicalize(&seg).unwrap(), durable));
+    let failed_len = std::fs::metadata(&seg).unwrap().len();
+    let entry = |observed| crate::writer::Uncut {
+        segment: std::fs::canonicalize(&seg).unwrap(),
+        durable,
+        observed,
+    };
+    crate::writer::lock_uncut().push(entry(Some(failed_len)));
     let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(
         append_n(&store, 1).await,
@@ -264,8 +270,21 @@ async fn a_failed_batch_that_could_not_be_cut_is_cut_at_the_next_open() {
         "records 2 and 3 were cut, not recovered"
     );
     drop(store);
-    assert!(crate::writer::lock_uncut().is_empty());
+    assert!(
+        crate::writer::lock_uncut()
+            .iter()
+            .all(|u| u.segment != entry(None).segment)
+    );
     assert_eq!(verify_store(dir.path()).unwrap().records, 3);
+
+    // A segment that grew since the failure (another process appended acknowledged records after
+    // this one released the lock) is left whole: nothing acknowledged is ever cut.
+    let grown = std::fs::metadata(&seg).unwrap().len();
+    crate::writer::lock_uncut().push(entry(Some(grown - 1)));
+    let store = FileStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(append_n(&store, 1).await, vec![3]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, 4);
 }
 
 #[tokio::test]

@@ -39,10 +39,25 @@ pub(crate) type AckTx = oneshot::Sender<Result<u64, AuditError>>;
 pub(crate) const FAULT_BEFORE_WRITE: u8 = 1;
 pub(crate) const FAULT_AT_SYNC: u8 = 2;
 
-/// Segments a failed batch could not be cut off, with their durable length (module docs).
-pub(crate) static UNCUT: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+/// A segment a failed batch could not be cut off (module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Uncut {
+    pub segment: PathBuf,
+    /// The length that was durable before the failed batch.
+    pub durable: u64,
+    /// The file's length just after the failure, if it could be read. The cut is made only if
+    /// the file still has exactly this length: anything else means another writer (a later
+    /// process, after this one released the lock) has appended since, and cutting would destroy
+    /// its acknowledged records.
+    pub observed: Option<u64>,
+}
 
-pub(crate) fn lock_uncut() -> std::sync::MutexGuard<'static, Vec<(PathBuf, u64)>> {
+/// Segments failed batches could not be cut off. In memory: a restart forgets them (recovery then
+/// keeps the failed batch's whole frames, as before the cut existed; they were never
+/// acknowledged, and nothing was forwarded for them).
+pub(crate) static UNCUT: Mutex<Vec<Uncut>> = Mutex::new(Vec::new());
+
+pub(crate) fn lock_uncut() -> std::sync::MutexGuard<'static, Vec<Uncut>> {
     UNCUT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -356,8 +371,13 @@ impl Writer {
         if let Err(e) = cut {
             tracing::error!(store = %self.shared.store, segment = %self.seg_path.display(), error = %e,
                 "could not cut a failed batch off the segment; the store will not reopen in this process until it can");
-            let key = fs::canonicalize(&self.seg_path).unwrap_or_else(|_| self.seg_path.clone());
-            lock_uncut().push((key, self.seg_len));
+            let segment = fs::canonicalize(&self.seg_path).unwrap_or_else(|_| self.seg_path.clone());
+            let observed = self.file.metadata().ok().map(|m| m.len());
+            lock_uncut().push(Uncut {
+                segment,
+                durable: self.seg_len,
+                observed,
+            });
         }
     }
 

@@ -442,15 +442,28 @@ impl AuditSet {
     }
 
     /// The open directory stores, named by their directory (e.g. `EU`, `_unauthenticated`), for
-    /// `/metrics`. A snapshot: stores opened later appear in the next one.
+    /// `/metrics`; by their whole path where two share a name (`/d/eu/audit`, `/d/uk/audit`), so
+    /// that no two series collide. A snapshot: stores opened later appear in the next one.
     pub fn file_stores(&self) -> Vec<(String, Arc<FileStore>)> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(String, Arc<FileStore>)> = open
+        let stores: Vec<(&PathBuf, Arc<FileStore>)> = open
             .iter()
-            .filter_map(|(key, s)| {
-                let StoreKey::Dir(dir) = key else { return None };
-                let name = dir.file_name()?.to_string_lossy().into_owned();
-                Some((name, s.file.clone()?))
+            .filter_map(|(key, s)| match key {
+                StoreKey::Dir(dir) => Some((dir, s.file.clone()?)),
+                StoreKey::Postgres { .. } => None,
+            })
+            .collect();
+        let short = |dir: &Path| dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let mut out: Vec<(String, Arc<FileStore>)> = stores
+            .iter()
+            .map(|(dir, store)| {
+                let name = short(dir);
+                let shared = stores.iter().filter(|(d, _)| short(d) == name).count() > 1;
+                let label = match name {
+                    Some(n) if !shared => n,
+                    _ => dir.display().to_string(),
+                };
+                (label, store.clone())
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -579,6 +592,30 @@ mod tests {
             assert!(Instant::now() < deadline, "never reopened after the backoff");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    #[test]
+    fn store_names_for_metrics_never_collide() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = AuditSet::new(tmp.path());
+        let dirs = [
+            tmp.path().join("EU"),
+            tmp.path().join("eu/audit"),
+            tmp.path().join("uk/audit"),
+        ];
+        for dir in &dirs {
+            let loc = StoreLocation::new(StoreKey::Dir(dir.clone()), None, None);
+            set.open_store(&loc, Duration::ZERO).unwrap();
+        }
+        let mut names: Vec<String> = set.file_stores().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let mut want = vec![
+            "EU".to_string(),
+            dirs[1].display().to_string(),
+            dirs[2].display().to_string(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -31,7 +31,6 @@ pub(crate) fn supported_algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
-/// A configured issuer, ready to verify.
 /// When an issuer's key set is re-fetched: on an unknown `kid` at most once per `interval`, and in
 /// the background once older than `max_age` (`jwks_url` only; see [`crate::jwks`]).
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +39,7 @@ pub(crate) struct Refresh {
     pub max_age: Duration,
 }
 
+/// A configured issuer, ready to verify.
 pub(crate) struct Issuer {
     pub issuer: String,
     audiences: Vec<String>,

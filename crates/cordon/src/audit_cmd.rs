@@ -118,6 +118,10 @@ pub struct VouchedBy {
     /// `--subject` is a workload's API key id, not a user.
     #[arg(long)]
     workload: bool,
+    /// Export: select by the pseudonym of records written before subjects were scoped by issuer
+    /// (the raw id alone). `shred` always destroys both keys.
+    #[arg(long)]
+    legacy_pseudonym: bool,
 }
 
 impl VouchedBy {
@@ -145,6 +149,25 @@ impl VouchedBy {
         };
         Ok(caller.subject_key(subject))
     }
+
+    /// What records written before subjects were scoped by issuer were pseudonymized from: the
+    /// raw `sub`, or `apikey:<id>` for a workload.
+    fn legacy_input(&self, subject: &str) -> String {
+        if self.workload {
+            format!("apikey:{subject}")
+        } else {
+            subject.to_string()
+        }
+    }
+
+    /// The pseudonym input `export --subject` selects by.
+    fn export_input(&self, w: &Where, subject: &str) -> Result<String> {
+        if self.legacy_pseudonym {
+            Ok(self.legacy_input(subject))
+        } else {
+            self.subject_key(w, subject)
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -169,7 +192,7 @@ pub fn run(c: Command) -> Result<ExitCode> {
             decrypt,
             out,
         } => {
-            let subject = subject.map(|s| vouched.subject_key(&at, &s)).transpose()?;
+            let subject = subject.map(|s| vouched.export_input(&at, &s)).transpose()?;
             export(&at, &jurisdiction, subject.as_deref(), from, to, decrypt, &out)
         }
         Command::VerifyBundle { file, vkey } => verify_bundle(&file, vkey.as_deref()),
@@ -197,7 +220,14 @@ pub fn run(c: Command) -> Result<ExitCode> {
             subject,
             vouched,
             jurisdiction,
-        } => shred(&at, &vouched.subject_key(&at, &subject)?, &jurisdiction),
+        } => {
+            // Both pseudonyms: the scoped one, and the one of records written before scoping.
+            let inputs = [
+                vouched.subject_key(&at, &subject)?,
+                vouched.legacy_input(&subject),
+            ];
+            shred(&at, &inputs, &jurisdiction)
+        }
     }
 }
 
@@ -315,7 +345,7 @@ fn evidence_of_records(s: &StoreRef, data_dir: &std::path::Path) -> Option<Strin
         .join(j)
         .join(PSEUDONYM_KEY)
         .exists()
-        .then(|| format!("subjects of {j} have a pseudonym key, so their decisions were recorded"))
+        .then(|| format!("{j} has a pseudonym key (the gateway decided about subjects of {j})"))
 }
 
 fn find_dir(w: &Where, jurisdiction: &str) -> Result<PathBuf> {
@@ -414,7 +444,7 @@ fn verify_dir(
         // directory is simply an error.)
         return match evidence_of_records(s, data_dir) {
             Some(why) => Err(format!(
-                "{} is missing, but {why}: the store was removed",
+                "{} is missing, but {why}: the store was removed, or never became writable",
                 path.display()
             )),
             None if !check_placement => Err(format!("{}: no such store", path.display())),
@@ -638,7 +668,11 @@ fn export(
     let subject = match subject {
         Some(raw) => {
             let p = cordon_audit::Pseudonymizer::open(&w.data.data_dir.join("keys"))?;
-            Some(p.subject(jurisdiction, raw)?)
+            // A lookup: never create a pseudonym key (verify reads one as a sign of records).
+            match p.existing(jurisdiction, raw) {
+                Some(ps) => Some(ps),
+                None => bail!("{jurisdiction} has no pseudonym key: no record there is about any subject"),
+            }
         }
         None => None,
     };
@@ -680,17 +714,25 @@ fn verify_bundle(file: &std::path::Path, vkey: Option<&str>) -> Result<ExitCode>
     }
 }
 
-fn shred(w: &Where, subject: &str, jurisdiction: &str) -> Result<ExitCode> {
+fn shred(w: &Where, inputs: &[String], jurisdiction: &str) -> Result<ExitCode> {
     let keys = w.data.data_dir.join("keys");
     let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
-    let pseudonym = pseudonyms.subject(jurisdiction, subject)?;
     let keystore = keystore(w)?;
-    if keystore.shred(jurisdiction, &pseudonym)? {
-        println!(
-            "shredded the data key of {pseudonym} in {jurisdiction}: their audit payloads are now unreadable"
-        );
-    } else {
-        println!("no data key for {pseudonym} in {jurisdiction}: nothing to shred");
+    let mut shredded = 0;
+    for input in inputs {
+        // A lookup: a jurisdiction without a pseudonym key has no subject's payloads to shred.
+        let Some(pseudonym) = pseudonyms.existing(jurisdiction, input) else {
+            continue;
+        };
+        if keystore.shred(jurisdiction, &pseudonym)? {
+            shredded += 1;
+            println!(
+                "shredded the data key of {pseudonym} in {jurisdiction}: their audit payloads are now unreadable"
+            );
+        }
+    }
+    if shredded == 0 {
+        println!("no data key for this subject in {jurisdiction}: nothing to shred");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -82,6 +82,39 @@ async fn shred_erases_one_subject_and_keeps_the_log_verifiable() {
 
     let after = Keystore::open(&keys, master).unwrap();
     assert_eq!(readable(&after), [false, true], "alice unreadable, bob readable");
+    drop(after);
+
+    // A payload written before subjects were scoped by issuer (sealed under the pseudonym of the
+    // raw id alone) is shredded by the same command.
+    let pseudonyms = cordon_audit::Pseudonymizer::open(&keys).unwrap();
+    let legacy = pseudonyms.existing("EU", "bob").unwrap();
+    let old = Keystore::open(&keys, master)
+        .unwrap()
+        .seal("EU", &legacy, b"bob, long ago")
+        .unwrap();
+    assert!(
+        Keystore::open(&keys, master)
+            .unwrap()
+            .open_payload("EU", &old)
+            .is_ok()
+    );
+    let (code, out) = cli(&[
+        "audit",
+        "shred",
+        "--subject",
+        "bob",
+        "--jurisdiction",
+        "EU",
+        "--data-dir",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let after = Keystore::open(&keys, master).unwrap();
+    assert!(
+        after.open_payload("EU", &old).is_err(),
+        "the legacy payload is unreadable"
+    );
+    assert_eq!(readable(&after), [false, false], "and so is bob's current one");
     let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(&["audit", "show", "--jurisdiction", "EU", "--data-dir", dir]);
