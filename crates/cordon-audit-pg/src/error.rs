@@ -37,6 +37,14 @@ pub enum PgError {
         index: u64,
         why: &'static str,
     },
+    /// The chain's checkpoints forbid writing: another key signs it, or a checkpoint (in the
+    /// table or published) covers more records than the chain holds.
+    #[error("audit store {store}: {why}; run `cordon audit verify`")]
+    Checkpoint {
+        store: String,
+        chain_id: String,
+        why: String,
+    },
 }
 
 impl PgError {
@@ -56,6 +64,7 @@ impl PgError {
             PgError::CorruptHead {
                 chain_id, index, why, ..
             } => format!("chain {chain_id} head at index {index} is damaged ({why})"),
+            PgError::Checkpoint { chain_id, why, .. } => format!("chain {chain_id}: {why}"),
             other => other.to_string(),
         }
     }

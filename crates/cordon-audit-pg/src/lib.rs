@@ -30,6 +30,7 @@
 //! store-wide root orders leaves by (chain_id bytes, idx).
 
 mod body;
+mod checkpoints;
 mod error;
 mod schema;
 mod store;
@@ -38,13 +39,15 @@ mod url;
 mod verify;
 
 pub use body::{entry_and_leaf_hash, entry_hash, leaf_hash};
+pub use checkpoints::PgCheckpointOptions;
 pub use error::{PgError, describe_pg_error};
 pub use schema::{APPEND_ONLY_MESSAGE, WRITER_ROLE, migrate, migrate_with_role};
 pub use store::{PgAck, PgStore, PgStoreOptions, PgStoreStats};
 pub use tls::{connect, connector};
 pub use url::{DEFAULT_SCHEMA, StoreUrl, Tls, parse_store_url, redact_config};
 pub use verify::{
-    PgBreakKind, PgChainReport, PgVerifyError, PgVerifyReport, verify, verify_config, verify_url, verify_with,
+    PgBreakKind, PgChainReport, PgVerifyError, PgVerifyReport, verify, verify_config, verify_url,
+    verify_url_with_published, verify_with, verify_with_published,
 };
 
 /// Re-exported so callers can build a [`PgStoreOptions`] without naming the crate.

@@ -22,9 +22,12 @@ pub async fn migrate(admin: &tokio_postgres::Client, schema: &str) -> Result<(),
 ///
 /// - `records(chain_id, idx, body, entry_hash, leaf_hash, inserted_at)`, primary key
 ///   `(chain_id, idx)`: one hash chain per gateway replica;
-/// - `checkpoints(chain_id, tree_size, root_hash, entry_hash, created_at)`, primary key
-///   `(chain_id, tree_size)`: published chain heads (RFC 6962 root of the chain's first
-///   `tree_size` leaves and the entry hash of record `tree_size - 1`), checked by [`crate::verify`];
+/// - `checkpoints(chain_id, tree_size, root_hash, entry_hash, note, created_at)`, primary key
+///   `(chain_id, tree_size)`: chain heads (RFC 6962 root of the chain's first `tree_size` leaves
+///   and the entry hash of record `tree_size - 1`) and, when the writer signs checkpoints, the
+///   signed C2SP checkpoint note; checked by [`crate::verify`];
+/// - `chain_keys(chain_id, vkey, created_at)`: the checkpoint verifier key of each chain, written
+///   once by its writer (a chain is never signed by two keys);
 /// - the role `writer_role` (created `NOLOGIN` if missing; grant it to the gateway's login role),
 ///   with `USAGE` on the schema and `SELECT, INSERT` on both tables, nothing else (any other grant
 ///   of it on these tables is revoked);
@@ -69,6 +72,12 @@ CREATE TABLE IF NOT EXISTS "{s}".checkpoints (
   created_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (chain_id, tree_size)
 );
+ALTER TABLE "{s}".checkpoints ADD COLUMN IF NOT EXISTS note text;
+CREATE TABLE IF NOT EXISTS "{s}".chain_keys (
+  chain_id   text        PRIMARY KEY,
+  vkey       text        NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE OR REPLACE FUNCTION "{s}".cordon_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -85,10 +94,14 @@ CREATE OR REPLACE TRIGGER cordon_no_update_delete BEFORE UPDATE OR DELETE ON "{s
   FOR EACH ROW EXECUTE FUNCTION "{s}".cordon_append_only();
 CREATE OR REPLACE TRIGGER cordon_no_truncate BEFORE TRUNCATE ON "{s}".checkpoints
   FOR EACH STATEMENT EXECUTE FUNCTION "{s}".cordon_append_only();
-REVOKE ALL ON "{s}".records, "{s}".checkpoints FROM PUBLIC;
-REVOKE ALL ON "{s}".records, "{s}".checkpoints FROM "{r}";
+CREATE OR REPLACE TRIGGER cordon_no_update_delete BEFORE UPDATE OR DELETE ON "{s}".chain_keys
+  FOR EACH ROW EXECUTE FUNCTION "{s}".cordon_append_only();
+CREATE OR REPLACE TRIGGER cordon_no_truncate BEFORE TRUNCATE ON "{s}".chain_keys
+  FOR EACH STATEMENT EXECUTE FUNCTION "{s}".cordon_append_only();
+REVOKE ALL ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys FROM PUBLIC;
+REVOKE ALL ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys FROM "{r}";
 GRANT USAGE ON SCHEMA "{s}" TO "{r}";
-GRANT SELECT, INSERT ON "{s}".records, "{s}".checkpoints TO "{r}";
+GRANT SELECT, INSERT ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys TO "{r}";
 COMMIT;
 "#,
         msg = APPEND_ONLY_MESSAGE,

@@ -29,6 +29,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::body::{self, ZERO_HASH};
+use crate::checkpoints::{Ckpt, CkptCounters, CkptSql};
 use crate::error::PgError;
 use crate::schema::WRITER_ROLE;
 use crate::url::{StoreUrl, checked_chain_id, checked_ident, redact_config};
@@ -65,6 +66,9 @@ pub struct PgStoreOptions {
     /// by the previous batch can join this one instead of waiting for the next commit. Default 4;
     /// 0 disables it.
     pub regroup_yields: usize,
+    /// Signed checkpoints of the chain, published elsewhere (see `checkpoints.rs`). `None`: the
+    /// chain is written without checkpoints (verification then cannot tell a cut tail).
+    pub checkpoints: Option<crate::PgCheckpointOptions>,
 }
 
 impl PgStoreOptions {
@@ -79,6 +83,7 @@ impl PgStoreOptions {
             batch_delay: Duration::ZERO,
             pool_size: 2,
             regroup_yields: 4,
+            checkpoints: None,
         }
     }
 
@@ -116,6 +121,7 @@ struct Shared {
     batches: AtomicU64,
     records: AtomicU64,
     failed_batches: AtomicU64,
+    ckpt: Arc<CkptCounters>,
 }
 
 impl Shared {
@@ -245,6 +251,7 @@ impl PgStore {
             batches: AtomicU64::new(0),
             records: AtomicU64::new(0),
             failed_batches: AtomicU64::new(0),
+            ckpt: Arc::new(CkptCounters::default()),
         });
         let copy_sql = format!(
             "COPY \"{schema}\".records (chain_id, idx, body, entry_hash, leaf_hash) FROM STDIN (FORMAT binary)"
@@ -267,6 +274,11 @@ impl PgStore {
             jobs: Vec::new(),
             rows: Vec::new(),
             last_acked: 0,
+            ckpt: opts
+                .checkpoints
+                .clone()
+                .map(|c| Ckpt::new(c, &chain_id, shared.ckpt.clone())),
+            ckpt_sql: CkptSql::new(&schema),
         };
         writer.ensure_ready().await?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -329,6 +341,13 @@ impl PgStore {
         &self.chain_id
     }
 
+    /// Checkpoint counters: `written` = checkpoints inserted into the table, `failures` = those
+    /// that could not be signed or inserted; publication and witness counters as for a file
+    /// store. All zero without [`PgStoreOptions::checkpoints`].
+    pub fn checkpoint_stats(&self) -> cordon_audit::CheckpointStats {
+        self.shared.ckpt.snapshot()
+    }
+
     pub fn stats(&self) -> PgStoreStats {
         PgStoreStats {
             batches: self.shared.batches.load(Ordering::Relaxed),
@@ -376,15 +395,28 @@ struct Writer {
     rows: Vec<Row>,
     /// Records acknowledged by the last committed batch.
     last_acked: usize,
+    ckpt: Option<Ckpt>,
+    ckpt_sql: CkptSql,
 }
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         loop {
             let first = if self.shared.healthy.load(Ordering::Acquire) {
-                match rx.recv().await {
-                    Some(job) => job,
-                    None => break,
+                match self.ckpt.as_ref().and_then(Ckpt::wait) {
+                    // Records wait for a checkpoint: cut one when the interval is up.
+                    Some(left) => match tokio::time::timeout(left, rx.recv()).await {
+                        Ok(Some(job)) => job,
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.checkpoint(true).await;
+                            continue;
+                        }
+                    },
+                    None => match rx.recv().await {
+                        Some(job) => job,
+                        None => break,
+                    },
                 }
             } else {
                 match tokio::time::timeout(PROBE_INTERVAL, rx.recv()).await {
@@ -427,6 +459,27 @@ impl Writer {
             }
             self.commit_batch().await;
         }
+        // Stopping: cover what was committed.
+        self.checkpoint(true).await;
+    }
+
+    /// Cut a checkpoint if one is due (`interval_up`: or any records are uncovered).
+    async fn checkpoint(&mut self, interval_up: bool) {
+        let Some(ckpt) = self.ckpt.as_mut() else { return };
+        if !(ckpt.due() || interval_up) {
+            return;
+        }
+        // The head must be the last record of the tree (it is, unless a reload is pending).
+        let Some((next, head)) = self.head else { return };
+        if next != ckpt.size() {
+            return;
+        }
+        let client = self
+            .conn
+            .as_ref()
+            .map(|c| -> &tokio_postgres::Client { &c.client });
+        ckpt.cut(client, &self.ckpt_sql, &self.shared.store, &self.chain_id, &head)
+            .await;
     }
 
     fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Job>) {
@@ -452,10 +505,14 @@ impl Writer {
                     .fetch_add(self.jobs.len() as u64, Ordering::Relaxed);
                 let first = next - self.jobs.len() as u64;
                 self.last_acked = self.jobs.len();
+                if let Some(ckpt) = self.ckpt.as_mut() {
+                    ckpt.committed(self.rows[..self.jobs.len()].iter().map(|r| r.leaf));
+                }
                 for (i, job) in self.jobs.drain(..).enumerate() {
                     // The appender may have stopped waiting; the record is committed anyway.
                     let _ = job.ack.send(Ok(first + i as u64));
                 }
+                self.checkpoint(false).await;
             }
             Err(e) => {
                 let cause = e.cause();
@@ -583,10 +640,15 @@ impl Writer {
                 .query_opt(&self.head_sql, &[&self.chain_id])
                 .await
                 .map_err(PgError::db(&store, "load chain head"))?;
-            self.head = Some(match row {
+            let head = match row {
                 None => (0, ZERO_HASH),
                 Some(row) => self.check_head(&store, &row)?,
-            });
+            };
+            if let Some(ckpt) = self.ckpt.as_mut() {
+                ckpt.load(&conn.client, &self.ckpt_sql, &store, &self.chain_id, head.0)
+                    .await?;
+            }
+            self.head = Some(head);
         }
         Ok(())
     }

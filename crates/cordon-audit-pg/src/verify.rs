@@ -14,12 +14,22 @@
 //! consistency over time is per chain: each chain is its own append-only RFC 6962 tree
 //! ([`PgChainReport::root`]), which is what `checkpoints` records.
 //!
-//! Without checkpoints, dropping the *last* records of a chain (or a whole chain) leaves a valid
-//! shorter store: compare heads with ones published elsewhere.
+//! Signed checkpoints (the `note` column, written by a writer with
+//! [`crate::PgCheckpointOptions`]) must verify with the chain's key (`chain_keys`) and agree with
+//! their row. The table alone cannot reveal its own rewrite: whoever owns the database can drop
+//! the *last* records of a chain (or a whole chain) together with their checkpoint rows, leaving a
+//! valid shorter store. [`verify_with_published`] closes that: every checkpoint published under
+//! `<target>/<chain id>/` must be matched by the chain (a chain shorter than one is
+//! [`PgBreakKind::Truncated`], one that hashes otherwise [`PgBreakKind::CheckpointMismatch`]),
+//! and the target's `checkpoint.vkey` is the key the chain's checkpoints must verify with.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use cordon_audit::checkpoint::Checkpoint;
+use cordon_audit::note::NoteVerifier;
 
 use cordon_audit::Record;
 use cordon_audit::merkle::Frontier;
@@ -53,6 +63,10 @@ pub enum PgBreakKind {
         "checkpoint mismatch: the first {tree_size} records do not hash to the checkpoint's root and head"
     )]
     CheckpointMismatch { tree_size: u64 },
+    /// A signed checkpoint (in the table or published) that does not verify with the chain's key,
+    /// disagrees with its row, or a chain whose key differs between the table and a target.
+    #[error("bad checkpoint: {detail}")]
+    BadCheckpoint { detail: String },
 }
 
 /// Verification failed: the store could not be read, or the first bad row.
@@ -109,6 +123,10 @@ pub struct PgVerifyReport {
     pub chains: Vec<PgChainReport>,
     /// Checkpoint rows checked.
     pub checkpoints: u64,
+    /// Of those, rows whose signed note verified with the chain's key.
+    pub signed: u64,
+    /// Published checkpoint files (in the publication targets) checked.
+    pub published: u64,
     /// Hex RFC 6962 root over every leaf, ordered by (chain_id bytes, idx); see the module docs.
     pub root: String,
     /// Decisions about a (pseudonymous) subject, by the subject's jurisdiction (`-`: none given),
@@ -121,12 +139,14 @@ impl fmt::Display for PgVerifyReport {
         writeln!(f, "audit store {}: OK", self.store)?;
         writeln!(
             f,
-            "  {} records ({} decisions, {} completions) in {} chain(s); {} checkpoint(s) matched",
+            "  {} records ({} decisions, {} completions) in {} chain(s); {} checkpoint(s) matched ({} signed), {} published checkpoint(s) matched",
             self.records,
             self.decisions,
             self.completions,
             self.chains.len(),
-            self.checkpoints
+            self.checkpoints,
+            self.signed,
+            self.published
         )?;
         for c in &self.chains {
             writeln!(
@@ -153,8 +173,17 @@ pub async fn verify(conn_str: &str, schema: &str) -> Result<PgVerifyReport, PgVe
 
 /// Verify the store a `postgres://...?schema=S` URL names (for `cordon audit verify --store`).
 pub async fn verify_url(url: &str) -> Result<PgVerifyReport, PgVerifyError> {
+    verify_url_with_published(url, &[]).await
+}
+
+/// [`verify_url`], and every chain against the checkpoints published in `published` (the
+/// stores' publication targets, each holding `<chain id>/`).
+pub async fn verify_url_with_published(
+    url: &str,
+    published: &[PathBuf],
+) -> Result<PgVerifyReport, PgVerifyError> {
     let u = parse_store_url(url)?;
-    verify_with(&u.config, &u.tls, &u.schema).await
+    verify_with_published(&u.config, &u.tls, &u.schema, published).await
 }
 
 /// Verify the store in `schema` reached with `config`, with the TLS its `sslmode` asks for
@@ -172,6 +201,20 @@ pub async fn verify_with(
     tls: &crate::Tls,
     schema: &str,
 ) -> Result<PgVerifyReport, PgVerifyError> {
+    verify_with_published(config, tls, schema, &[]).await
+}
+
+/// Verify the store in `schema` reached with `config` and `tls`, and each chain against the
+/// signed checkpoints published under `published/<chain id>/`: a published checkpoint the chain
+/// is shorter than (records, or a whole chain, removed along with the table's checkpoints) or
+/// does not hash to is named; their `checkpoint.vkey` is the key every signed checkpoint of the
+/// chain must verify with.
+pub async fn verify_with_published(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+    published: &[PathBuf],
+) -> Result<PgVerifyReport, PgVerifyError> {
     let s = checked_ident("schema", schema)?.to_string();
     let store = format!("{}?schema={s}", redact_config(config));
     let mut client = crate::tls::connect(config, tls).await.map_err(|e| match e {
@@ -181,15 +224,70 @@ pub async fn verify_with(
         },
         other => other,
     })?;
-    verify_in(&mut client, &s, &store).await
+    let published = read_targets(published, &store)?;
+    verify_in(&mut client, &s, &store, published).await
 }
 
-type Checkpoint = (u64, Vec<u8>, Vec<u8>);
+/// A `checkpoints` row: (tree size, root, head, signed note).
+type TableRow = (u64, Vec<u8>, Vec<u8>, Option<String>);
+
+/// One claim about a chain's tree: its root at `size`, and the head when the table gave it.
+struct Claim {
+    size: u64,
+    root: Vec<u8>,
+    head: Option<Vec<u8>>,
+    published: bool,
+}
+
+/// What the publication targets hold, by chain id bytes: (verifier key, signed notes).
+type Targets = BTreeMap<Vec<u8>, (Option<(PathBuf, String)>, Vec<(Option<u64>, PathBuf, Vec<u8>)>)>;
+
+fn read_targets(dirs: &[PathBuf], store: &str) -> Result<Targets, PgVerifyError> {
+    let io = |path: &Path, e: std::io::Error| {
+        PgVerifyError::Store(PgError::Connect {
+            store: store.to_string(),
+            cause: format!("publication target {}: {e}", path.display()),
+        })
+    };
+    let mut out = Targets::new();
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io(dir, e))?;
+            let path = entry.path();
+            let Some(chain) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !path.is_dir() || chain.starts_with('.') {
+                continue;
+            }
+            let p = cordon_audit::read_published(&path).map_err(|e| io(&path, e))?;
+            if p.vkey.is_none() && p.notes.is_empty() {
+                continue;
+            }
+            let slot = out.entry(chain.into_bytes()).or_default();
+            if let Some(v) = p.vkey {
+                match &slot.0 {
+                    Some((_, known)) if known.trim_end() != v.trim_end() => {
+                        return Err(io(
+                            &path,
+                            std::io::Error::other("names another key than the other targets"),
+                        ));
+                    }
+                    _ => slot.0 = Some((path.join("checkpoint.vkey"), v)),
+                }
+            }
+            slot.1.extend(p.notes);
+        }
+    }
+    Ok(out)
+}
 
 async fn verify_in(
     client: &mut tokio_postgres::Client,
     s: &str,
     store: &str,
+    mut targets: Targets,
 ) -> Result<PgVerifyReport, PgVerifyError> {
     let db = |op: &'static str| PgError::db(store, op);
     let txn = client
@@ -200,11 +298,33 @@ async fn verify_in(
         .await
         .map_err(db("begin"))?;
 
-    let mut checkpoints: BTreeMap<Vec<u8>, Vec<Checkpoint>> = BTreeMap::new();
+    // Stores made before signed checkpoints have neither `checkpoints.note` nor `chain_keys`.
+    let has_notes = txn
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'checkpoints' AND column_name = 'note'",
+            &[&s],
+        )
+        .await
+        .map_err(db("read schema"))?
+        .is_some();
+    let mut keys: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+    if has_notes {
+        let rows = txn
+            .query(&format!("SELECT chain_id, vkey FROM \"{s}\".chain_keys"), &[])
+            .await
+            .map_err(db("read chain keys"))?;
+        for row in rows {
+            let chain: String = row.try_get(0).map_err(db("read chain keys"))?;
+            let vkey: String = row.try_get(1).map_err(db("read chain keys"))?;
+            keys.insert(chain.into_bytes(), vkey);
+        }
+    }
+    let mut checkpoints: BTreeMap<Vec<u8>, Vec<TableRow>> = BTreeMap::new();
+    let note_col = if has_notes { "note" } else { "NULL::text" };
     let rows = txn
         .query(
             &format!(
-                "SELECT chain_id, tree_size, root_hash, entry_hash FROM \"{s}\".checkpoints ORDER BY chain_id, tree_size"
+                "SELECT chain_id, tree_size, root_hash, entry_hash, {note_col} FROM \"{s}\".checkpoints ORDER BY chain_id, tree_size"
             ),
             &[],
         )
@@ -215,14 +335,20 @@ async fn verify_in(
         let size: i64 = row.try_get(1).map_err(db("read checkpoints"))?;
         let root: Vec<u8> = row.try_get(2).map_err(db("read checkpoints"))?;
         let head: Vec<u8> = row.try_get(3).map_err(db("read checkpoints"))?;
+        let note: Option<String> = row.try_get(4).map_err(db("read checkpoints"))?;
         checkpoints
             .entry(chain.into_bytes())
             .or_default()
-            .push((size.max(0) as u64, root, head));
+            .push((size.max(0) as u64, root, head, note));
     }
 
     // Chain ids from both tables, in byte order (independent of the database collation).
-    let mut chain_ids: BTreeMap<Vec<u8>, ()> = checkpoints.keys().map(|k| (k.clone(), ())).collect();
+    let mut chain_ids: BTreeMap<Vec<u8>, ()> = checkpoints
+        .keys()
+        .chain(targets.keys())
+        .chain(keys.keys())
+        .map(|k| (k.clone(), ()))
+        .collect();
     let rows = txn
         .query(&format!("SELECT DISTINCT chain_id FROM \"{s}\".records"), &[])
         .await
@@ -246,6 +372,8 @@ async fn verify_in(
         completions: 0,
         chains: Vec::new(),
         checkpoints: 0,
+        signed: 0,
+        published: 0,
         root: String::new(),
         subject_jurisdictions: BTreeMap::new(),
     };
@@ -259,8 +387,15 @@ async fn verify_in(
             index,
             kind,
         };
-        let cps = checkpoints.get(chain_bytes).map(Vec::as_slice).unwrap_or(&[]);
-        let mut cp_iter = cps.iter().peekable();
+        let (claims, signed) = chain_claims(
+            &chain_id,
+            checkpoints.remove(chain_bytes).unwrap_or_default(),
+            keys.get(chain_bytes).map(String::as_str),
+            targets.remove(chain_bytes).unwrap_or_default(),
+        )
+        .map_err(|(index, detail)| broken(index, PgBreakKind::BadCheckpoint { detail }))?;
+        report.signed += signed;
+        let mut cp_iter = claims.iter().peekable();
         let mut tree = Frontier::default();
         let mut expected: u64 = 0;
         let mut head = body::ZERO_HASH;
@@ -321,26 +456,31 @@ async fn verify_in(
             tree.push_hash(leaf);
             all.push_hash(leaf);
             expected += 1;
-            while let Some((size, root, cp_head)) = cp_iter.peek() {
-                if *size > expected {
+            while let Some(c) = cp_iter.peek() {
+                if c.size > expected {
                     break;
                 }
                 // Sizes are ascending and every size <= expected was reached exactly here.
-                if *size == expected && (root.as_slice() != tree.root() || cp_head.as_slice() != head) {
+                let head_differs = c.head.as_ref().is_some_and(|h| h.as_slice() != head);
+                if c.size == expected && (c.root.as_slice() != tree.root() || head_differs) {
                     return Err(broken(
                         expected - 1,
-                        PgBreakKind::CheckpointMismatch { tree_size: *size },
+                        PgBreakKind::CheckpointMismatch { tree_size: c.size },
                     ));
                 }
-                report.checkpoints += 1;
+                if c.published {
+                    report.published += 1;
+                } else {
+                    report.checkpoints += 1;
+                }
                 cp_iter.next();
             }
         }
-        if let Some((size, _, _)) = cp_iter.next() {
+        if let Some(c) = cp_iter.next() {
             return Err(broken(
                 expected,
                 PgBreakKind::Truncated {
-                    checkpoint_size: *size,
+                    checkpoint_size: c.size,
                     records: expected,
                 },
             ));
@@ -356,4 +496,97 @@ async fn verify_in(
     report.root = hex::encode(all.root());
     txn.commit().await.map_err(db("commit"))?;
     Ok(report)
+}
+
+/// A chain's claims from the table and the publication targets, ascending by size, with every
+/// signed note checked against the chain's key; and how many table rows carried a verified note.
+/// `Err((index, why))` names the first bad one.
+#[allow(clippy::type_complexity)]
+fn chain_claims(
+    chain_id: &str,
+    rows: Vec<TableRow>,
+    table_key: Option<&str>,
+    (target_key, notes): (Option<(PathBuf, String)>, Vec<(Option<u64>, PathBuf, Vec<u8>)>),
+) -> Result<(Vec<Claim>, u64), (u64, String)> {
+    let at = |size: u64| size.saturating_sub(1);
+    // The published key is the trusted one: the table's must agree with it.
+    let key_text = match (&target_key, table_key) {
+        (Some((path, t)), Some(k)) if t.trim_end() != k.trim_end() => {
+            return Err((
+                0,
+                format!(
+                    "chain_keys names another key for chain {chain_id} than {}",
+                    path.display()
+                ),
+            ));
+        }
+        (Some((_, t)), _) => Some(t.as_str()),
+        (None, k) => k,
+    };
+    let verifier = match key_text {
+        Some(k) => Some(
+            NoteVerifier::parse(k.trim_end())
+                .map_err(|e| (0, format!("the chain's verifier key is not valid: {e}")))?,
+        ),
+        None => None,
+    };
+    let open = |note: &[u8], size_hint: u64| -> Result<Checkpoint, (u64, String)> {
+        let Some(v) = &verifier else {
+            return Err((
+                at(size_hint),
+                "a signed checkpoint but no verifier key for the chain".into(),
+            ));
+        };
+        let c = Checkpoint::open(note, std::slice::from_ref(v)).map_err(|e| {
+            (
+                at(size_hint),
+                format!("does not verify with the chain's key: {e}"),
+            )
+        })?;
+        if c.origin != v.name() {
+            return Err((at(size_hint), format!("origin {:?} is not the chain's", c.origin)));
+        }
+        Ok(c)
+    };
+    let mut claims = Vec::new();
+    let mut signed = 0;
+    for (size, root, head, note) in rows {
+        if let Some(note) = note {
+            let c = open(note.as_bytes(), size)
+                .map_err(|(i, d)| (i, format!("table row at size {size}: {d}")))?;
+            if c.size != size || c.root.as_slice() != root.as_slice() {
+                return Err((
+                    at(size),
+                    format!(
+                        "table row at size {size}: the signed note says size {} with another root",
+                        c.size
+                    ),
+                ));
+            }
+            signed += 1;
+        }
+        claims.push(Claim {
+            size,
+            root,
+            head: Some(head),
+            published: false,
+        });
+    }
+    for (named, path, note) in notes {
+        let c = open(&note, named.unwrap_or(0)).map_err(|(i, d)| (i, format!("{}: {d}", path.display())))?;
+        if named.is_some_and(|n| n != c.size) {
+            return Err((
+                at(c.size),
+                format!("{} is named for another size than its {}", path.display(), c.size),
+            ));
+        }
+        claims.push(Claim {
+            size: c.size,
+            root: c.root.to_vec(),
+            head: None,
+            published: true,
+        });
+    }
+    claims.sort_by_key(|c| c.size);
+    Ok((claims, signed))
 }

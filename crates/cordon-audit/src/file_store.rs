@@ -251,7 +251,8 @@ impl FileStore {
         let ckpt_stats = Arc::new(CkptStats::default());
         let verifier = signer.verifier();
         let checkpointer = Checkpointer {
-            dir: dir.to_path_buf(),
+            name: dir.display().to_string(),
+            local: Some(dir.to_path_buf()),
             signer,
             known: vec![None; opts.publish_to.len()],
             targets: opts.publish_to.clone(),

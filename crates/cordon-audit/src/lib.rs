@@ -61,6 +61,7 @@ pub mod merkle;
 pub mod note;
 mod proofs;
 mod pseudonym;
+mod publisher;
 mod record;
 pub mod replica;
 mod segment;
@@ -68,6 +69,7 @@ mod store;
 #[doc(hidden)]
 pub mod testing;
 mod tlog;
+pub use tlog::load_signer as load_checkpoint_signer;
 mod verify;
 mod writer;
 
@@ -83,6 +85,7 @@ pub use proofs::{
     verify_consistency_bundle, verify_inclusion_bundle,
 };
 pub use pseudonym::Pseudonymizer;
+pub use publisher::{CheckpointPublisher, Published, publish_verifier_key, published_size, read_published};
 pub use record::{
     CallerRecord, CompletionRecord, DecisionRecord, Evidence, Latency, Outcome, Payload, RECORD_VERSION,
     Record, digest, new_decision_id, now_rfc3339_micros,

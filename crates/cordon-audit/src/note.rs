@@ -65,10 +65,11 @@ pub(crate) fn b64_strict(s: &str) -> Option<Vec<u8>> {
     (B64.encode(&v) == s).then_some(v)
 }
 
-/// An Ed25519 signing key with its note key name.
+/// An Ed25519 signing key with its note key name. Clones share the key.
+#[derive(Clone)]
 pub struct NoteSigner {
     name: String,
-    key: Ed25519KeyPair,
+    key: std::sync::Arc<Ed25519KeyPair>,
     public: [u8; 32],
     id: u32,
 }
@@ -114,7 +115,7 @@ impl NoteSigner {
         Ok(NoteSigner {
             name: name.to_owned(),
             id: key_id(name, &public),
-            key,
+            key: std::sync::Arc::new(key),
             public,
         })
     }

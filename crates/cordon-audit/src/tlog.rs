@@ -111,8 +111,12 @@ fn default_origin(dir: &Path) -> String {
     )
 }
 
-/// Load (creating on first use) the store's signing key; write or check `checkpoint.vkey`.
-pub(crate) fn load_signer(
+/// Load (creating on first use) a log's checkpoint signing key: `key_path`, or
+/// `<dir>/checkpoint.key`; write `<dir>/checkpoint.vkey` on first use and check the key against it
+/// afterwards (a lost or replaced key is refused, never silently replaced). `origin`: the
+/// checkpoint origin and key name (`None`: the one in `checkpoint.vkey`, or for a new log
+/// `cordon/<parent dir name>/<dir name>`).
+pub fn load_signer(
     dir: &Path,
     key_path: Option<&Path>,
     origin: Option<&str>,
@@ -197,6 +201,9 @@ pub(crate) struct CkptJob {
     pub size: u64,
     pub root: Hash,
     pub leaves: Vec<Hash>,
+    /// The note, when the caller has signed it already (a PostgreSQL store stores it in its own
+    /// table first); `None`: the checkpointer signs.
+    pub note: Option<String>,
 }
 
 /// Why a publication target refused a checkpoint.
@@ -210,7 +217,11 @@ pub(crate) enum PublishError {
 
 /// The thread that signs, stores and publishes checkpoints off the append path.
 pub(crate) struct Checkpointer {
-    pub dir: PathBuf,
+    /// The store, for logs.
+    pub name: String,
+    /// The store directory that keeps its own `checkpoints/` (`None`: the store keeps them
+    /// elsewhere, e.g. a PostgreSQL table).
+    pub local: Option<PathBuf>,
     pub signer: NoteSigner,
     pub targets: Vec<PathBuf>,
     /// The witness / timestamp hook command (empty: none).
@@ -234,37 +245,39 @@ impl Checkpointer {
                 self.tail.append(&mut next.leaves);
                 job = next;
             }
-            self.handle(job.size, job.root);
+            self.handle(job.size, job.root, job.note);
         }
     }
 
-    fn handle(&mut self, size: u64, root: Hash) {
+    fn handle(&mut self, size: u64, root: Hash, signed: Option<String>) {
         let ckpt = Checkpoint::new(self.signer.name(), size, root);
-        let note = match ckpt.sign(&self.signer) {
+        let note = match signed.map_or_else(|| ckpt.sign(&self.signer), Ok) {
             Ok(n) => n,
             Err(e) => {
-                tracing::error!(store = %self.dir.display(), error = %e, "audit checkpoint: signing failed");
+                tracing::error!(store = %self.name, error = %e, "audit checkpoint: signing failed");
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
-        let local = (|| {
-            let d = self.dir.join(CKPT_DIR);
-            if !d.exists() {
-                fs::create_dir_all(&d)?;
-                sync_dir(&self.dir)?;
-            }
-            write_atomic(&d.join(ckpt_name(size)), note.as_bytes())
-        })();
-        match local {
-            Ok(()) => {
-                self.stats.written.fetch_add(1, Ordering::Relaxed);
-                self.stats.last_size.store(size, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::error!(store = %self.dir.display(), size, error = %e,
-                    "audit checkpoint: writing the local checkpoint failed (retried at the next one)");
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(dir) = &self.local {
+            let local = (|| {
+                let d = dir.join(CKPT_DIR);
+                if !d.exists() {
+                    fs::create_dir_all(&d)?;
+                    sync_dir(dir)?;
+                }
+                write_atomic(&d.join(ckpt_name(size)), note.as_bytes())
+            })();
+            match local {
+                Ok(()) => {
+                    self.stats.written.fetch_add(1, Ordering::Relaxed);
+                    self.stats.last_size.store(size, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(store = %self.name, size, error = %e,
+                        "audit checkpoint: writing the local checkpoint failed (retried at the next one)");
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         for k in 0..self.targets.len() {
@@ -276,13 +289,13 @@ impl Checkpointer {
                 }
                 Err(PublishError::Rejected(why)) => {
                     // A fork attempt (or a target we cannot prove against): never overwrite.
-                    tracing::error!(store = %self.dir.display(), target = %target.display(), size,
+                    tracing::error!(store = %self.name, target = %target.display(), size,
                         reason = %why, "audit checkpoint publication rejected (possible fork)");
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     self.known[k] = Some(size);
                 }
                 Err(PublishError::Io(e)) => {
-                    tracing::warn!(store = %self.dir.display(), target = %target.display(), size,
+                    tracing::warn!(store = %self.name, target = %target.display(), size,
                         error = %e, "audit checkpoint publication failed (retried at the next checkpoint)");
                     self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -294,7 +307,7 @@ impl Checkpointer {
                     self.stats.witnessed.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::warn!(store = %self.dir.display(), size, error = %e,
+                    tracing::warn!(store = %self.name, size, error = %e,
                         "audit checkpoint: the witness hook failed (retried with the next checkpoint)");
                     self.stats.witness_failures.fetch_add(1, Ordering::Relaxed);
                 }

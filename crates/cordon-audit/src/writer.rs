@@ -289,6 +289,7 @@ impl Writer {
             size,
             root: self.tree.root(),
             leaves: std::mem::take(&mut self.ckpt.since),
+            note: None,
         };
         // The checkpointer only stops after the writer; a send error cannot happen in practice.
         let _ = self.ckpt.tx.send(job);

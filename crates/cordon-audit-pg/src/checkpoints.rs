@@ -1,0 +1,415 @@
+//! Signed checkpoints of one PostgreSQL chain, cut by its writer task.
+//!
+//! Each chain is its own append-only RFC 6962 tree. The writer keeps the tree's right edge
+//! ([`Frontier`]) and, every [`PgCheckpointOptions::every`] records or
+//! [`PgCheckpointOptions::interval`] (and when it stops), signs a C2SP tlog checkpoint of it with
+//! the chain's Ed25519 key, inserts it into `checkpoints` (with the chain head), and hands it to a
+//! [`CheckpointPublisher`], which publishes it to directories the gateway cannot rewrite
+//! (`<target>/<chain id>/`, compare-and-swap `latest.ckpt` as for a file store) and runs the
+//! witness hook. The table copy lets anyone with read access check a chain; the published copy is
+//! what makes a database administrator's rewrite evident: the rows, the table's checkpoints and
+//! even the triggers can be changed by whoever owns the database, the published checkpoints
+//! cannot ([`crate::verify_with_published`]).
+//!
+//! The chain's verifier key is written once to `chain_keys` and to every target: a writer whose
+//! key differs is refused (one chain, one key). At open the writer also refuses a chain that is
+//! shorter than a checkpoint of it, in the table or published: records were removed.
+//!
+//! The tree is rebuilt from the stored leaf hashes (32 bytes a row, not the bodies); a leaf hash
+//! rewritten along with its body is not caught here but by verification and by the first
+//! publication, whose consistency proof against the target's `latest.ckpt` then fails.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cordon_audit::checkpoint::Checkpoint;
+use cordon_audit::merkle::{Frontier, Hash};
+use cordon_audit::note::{NoteSigner, NoteVerifier};
+use cordon_audit::{CheckpointPublisher, CheckpointStats, publish_verifier_key, published_size};
+use futures_util::TryStreamExt;
+
+use crate::error::PgError;
+
+/// How a PostgreSQL store signs and publishes checkpoints of its chain.
+#[derive(Clone, Debug)]
+pub struct PgCheckpointOptions {
+    /// The chain's signing key; its name is the checkpoint origin (e.g. `cordon/<schema>/<chain>`).
+    pub signer: NoteSigner,
+    /// Cut a checkpoint once this many records are committed since the last one. Default 1024.
+    pub every: u64,
+    /// ... or once this long has passed with records not yet covered. Default 1 s.
+    pub interval: Duration,
+    /// Publication targets: each receives this chain's checkpoints in `<dir>/<chain id>/`.
+    pub publish_to: Vec<PathBuf>,
+    /// A witness / timestamp hook run after every checkpoint (see
+    /// `cordon_audit::StoreOptions::witness_command`). Empty: none.
+    pub witness: Vec<String>,
+}
+
+impl PgCheckpointOptions {
+    pub fn new(signer: NoteSigner) -> PgCheckpointOptions {
+        PgCheckpointOptions {
+            signer,
+            every: 1024,
+            interval: Duration::from_secs(1),
+            publish_to: Vec::new(),
+            witness: Vec::new(),
+        }
+    }
+}
+
+/// Counters shared with the store handle.
+#[derive(Default)]
+pub(crate) struct CkptCounters {
+    pub inserted: AtomicU64,
+    pub insert_failures: AtomicU64,
+    pub last_size: AtomicU64,
+    pub publisher: std::sync::OnceLock<Arc<CheckpointPublisher>>,
+}
+
+impl CkptCounters {
+    pub(crate) fn snapshot(&self) -> CheckpointStats {
+        let mut s = self.publisher.get().map(|p| p.stats()).unwrap_or_default();
+        s.written = self.inserted.load(Ordering::Relaxed);
+        s.last_size = self.last_size.load(Ordering::Relaxed);
+        s.failures = self.insert_failures.load(Ordering::Relaxed);
+        s
+    }
+}
+
+/// The writer's checkpoint state.
+pub(crate) struct Ckpt {
+    opts: PgCheckpointOptions,
+    counters: Arc<CkptCounters>,
+    targets: Vec<PathBuf>,
+    tree: Frontier,
+    /// Leaf hashes since the last submitted checkpoint (kept only with a publisher).
+    since: Vec<Hash>,
+    last_size: u64,
+    last_at: Instant,
+    /// The tree has been loaded once (the publisher started).
+    started: bool,
+}
+
+/// SQL text, built once per store.
+pub(crate) struct CkptSql {
+    pub leaves: String,
+    pub last_checkpoint: String,
+    pub insert: String,
+    pub register_key: String,
+    pub read_key: String,
+}
+
+impl CkptSql {
+    pub(crate) fn new(schema: &str) -> CkptSql {
+        CkptSql {
+            leaves: format!(
+                "SELECT idx, leaf_hash FROM \"{schema}\".records WHERE chain_id = $1 AND idx >= $2 ORDER BY idx"
+            ),
+            last_checkpoint: format!(
+                "SELECT max(tree_size) FROM \"{schema}\".checkpoints WHERE chain_id = $1"
+            ),
+            insert: format!(
+                "INSERT INTO \"{schema}\".checkpoints (chain_id, tree_size, root_hash, entry_hash, note) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (chain_id, tree_size) DO NOTHING"
+            ),
+            register_key: format!(
+                "INSERT INTO \"{schema}\".chain_keys (chain_id, vkey) VALUES ($1, $2) ON CONFLICT (chain_id) DO NOTHING"
+            ),
+            read_key: format!("SELECT vkey FROM \"{schema}\".chain_keys WHERE chain_id = $1"),
+        }
+    }
+}
+
+impl Ckpt {
+    pub(crate) fn new(opts: PgCheckpointOptions, chain_id: &str, counters: Arc<CkptCounters>) -> Ckpt {
+        let targets = opts.publish_to.iter().map(|t| t.join(chain_id)).collect();
+        Ckpt {
+            opts,
+            counters,
+            targets,
+            tree: Frontier::new(),
+            since: Vec::new(),
+            last_size: 0,
+            last_at: Instant::now(),
+            started: false,
+        }
+    }
+
+    /// Bring the tree up to the chain's `next` records, after the head was (re)loaded. The first
+    /// time: register the key, check the chain against its checkpoints, and start publishing.
+    pub(crate) async fn load(
+        &mut self,
+        client: &tokio_postgres::Client,
+        sql: &CkptSql,
+        store: &str,
+        chain_id: &str,
+        next: u64,
+    ) -> Result<(), PgError> {
+        let refuse = |why: String| PgError::Checkpoint {
+            store: store.to_string(),
+            chain_id: chain_id.to_string(),
+            why,
+        };
+        if self.tree.size() > next {
+            return Err(refuse(format!(
+                "the chain has {next} records but this writer committed {}: records were removed",
+                self.tree.size()
+            )));
+        }
+        if !self.started {
+            let verifier = self.opts.signer.verifier();
+            // Check every record of the key before writing any (a refused key leaves no trace).
+            for t in &self.targets {
+                check_target_key(t, &verifier).map_err(&refuse)?;
+            }
+            self.register_key(client, sql, store, chain_id).await?;
+            for t in &self.targets {
+                publish_verifier_key(t, &verifier).map_err(|e| refuse(e.to_string()))?;
+            }
+            let row = client
+                .query_one(&sql.last_checkpoint, &[&chain_id])
+                .await
+                .map_err(PgError::db(store, "read checkpoints"))?;
+            let in_table: Option<i64> = row.try_get(0).map_err(PgError::db(store, "read checkpoints"))?;
+            let in_table = in_table.map_or(0, |s| s.max(0) as u64);
+            if in_table > next {
+                return Err(refuse(format!(
+                    "a checkpoint in the table covers {in_table} records, the chain has {next}: records were removed"
+                )));
+            }
+            let mut keep_from = next;
+            for t in &self.targets {
+                if let Some(p) = published_size(t) {
+                    if p > next {
+                        return Err(refuse(format!(
+                            "{} holds a checkpoint of {p} records, the chain has {next}: records were removed",
+                            t.display()
+                        )));
+                    }
+                    keep_from = keep_from.min(p);
+                }
+            }
+            // The tree at the smallest size a target holds, and the leaves after it: what the
+            // publisher needs to prove that its next checkpoint extends the published one.
+            let mut base = Frontier::new();
+            let mut tail = Vec::new();
+            self.stream_leaves(client, sql, store, chain_id, 0, next, |i, h| {
+                if i < keep_from {
+                    base.push_hash(h);
+                } else {
+                    tail.push(h);
+                }
+            })
+            .await?;
+            let mut tree = base.clone();
+            for h in &tail {
+                tree.push_hash(*h);
+            }
+            self.tree = tree;
+            self.last_size = in_table;
+            self.counters.last_size.store(in_table, Ordering::Relaxed);
+            if !self.targets.is_empty() || !self.opts.witness.is_empty() {
+                let publisher = CheckpointPublisher::start(
+                    store,
+                    self.opts.signer.clone(),
+                    self.targets.clone(),
+                    self.opts.witness.clone(),
+                    base,
+                    tail,
+                )
+                .map_err(|e| refuse(e.to_string()))?;
+                // Set once per store (only the first load gets here).
+                let _ = self.counters.publisher.set(Arc::new(publisher));
+            }
+            self.started = true;
+            return Ok(());
+        }
+        // A reload after a failure: a batch whose commit was lost in transit may have committed.
+        let from = self.tree.size();
+        let mut added = Vec::new();
+        self.stream_leaves(client, sql, store, chain_id, from, next, |_, h| added.push(h))
+            .await?;
+        self.committed(added);
+        Ok(())
+    }
+
+    async fn register_key(
+        &self,
+        client: &tokio_postgres::Client,
+        sql: &CkptSql,
+        store: &str,
+        chain_id: &str,
+    ) -> Result<(), PgError> {
+        let vkey = self.opts.signer.verifier().to_string();
+        client
+            .execute(&sql.register_key, &[&chain_id, &vkey])
+            .await
+            .map_err(PgError::db(store, "register the chain's checkpoint key"))?;
+        let row = client
+            .query_one(&sql.read_key, &[&chain_id])
+            .await
+            .map_err(PgError::db(store, "read the chain's checkpoint key"))?;
+        let stored: String = row
+            .try_get(0)
+            .map_err(PgError::db(store, "read the chain's checkpoint key"))?;
+        if stored.trim_end() != vkey {
+            return Err(PgError::Checkpoint {
+                store: store.to_string(),
+                chain_id: chain_id.to_string(),
+                why: "the chain's checkpoints are signed by another key (chain_keys); configure that key or write a new chain".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Leaf hashes of records `from..next` in order, each checked to be the next index.
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_leaves(
+        &self,
+        client: &tokio_postgres::Client,
+        sql: &CkptSql,
+        store: &str,
+        chain_id: &str,
+        from: u64,
+        next: u64,
+        mut visit: impl FnMut(u64, Hash),
+    ) -> Result<(), PgError> {
+        let read = |e| PgError::db(store, "read leaf hashes")(e);
+        let corrupt = |index: u64, why: &'static str| PgError::CorruptHead {
+            store: store.to_string(),
+            chain_id: chain_id.to_string(),
+            index,
+            why,
+        };
+        let from_i = i64::try_from(from).unwrap_or(i64::MAX);
+        let stream = client
+            .query_raw(
+                &sql.leaves,
+                [&chain_id as &(dyn tokio_postgres::types::ToSql + Sync), &from_i],
+            )
+            .await
+            .map_err(read)?;
+        let mut stream = std::pin::pin!(stream);
+        let mut expected = from;
+        while expected < next {
+            let Some(row) = stream.try_next().await.map_err(read)? else {
+                return Err(corrupt(expected, "a record below the head is missing"));
+            };
+            let idx: i64 = row.try_get(0).map_err(read)?;
+            let leaf: &[u8] = row.try_get(1).map_err(read)?;
+            if u64::try_from(idx).ok() != Some(expected) {
+                return Err(corrupt(expected, "a record below the head is missing"));
+            }
+            let leaf: Hash = leaf
+                .try_into()
+                .map_err(|_| corrupt(expected, "a stored leaf hash is not 32 bytes"))?;
+            visit(expected, leaf);
+            expected += 1;
+        }
+        Ok(())
+    }
+
+    /// Records in the tree.
+    pub(crate) fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// Records committed: extend the tree.
+    pub(crate) fn committed(&mut self, leaves: impl IntoIterator<Item = Hash>) {
+        let publishing = self.counters.publisher.get().is_some();
+        for h in leaves {
+            self.tree.push_hash(h);
+            if publishing {
+                self.since.push(h);
+            }
+        }
+    }
+
+    /// Records not yet covered by a checkpoint, and enough of them (or for long enough).
+    pub(crate) fn due(&self) -> bool {
+        let pending = self.tree.size() - self.last_size;
+        pending > 0 && (pending >= self.opts.every || self.last_at.elapsed() >= self.opts.interval)
+    }
+
+    /// How long until the interval makes a checkpoint due, when records are waiting for one.
+    pub(crate) fn wait(&self) -> Option<Duration> {
+        (self.started && self.tree.size() > self.last_size)
+            .then(|| (self.last_at + self.opts.interval).saturating_duration_since(Instant::now()))
+    }
+
+    /// Sign the tree at its current size (whose last record's entry hash is `head`), insert it
+    /// into the table (when a connection is given) and publish it. Failures are logged and
+    /// counted; they never fail appends.
+    pub(crate) async fn cut(
+        &mut self,
+        client: Option<&tokio_postgres::Client>,
+        sql: &CkptSql,
+        store: &str,
+        chain_id: &str,
+        head: &Hash,
+    ) {
+        self.last_at = Instant::now();
+        let size = self.tree.size();
+        if !self.started || size == self.last_size {
+            return;
+        }
+        let root = self.tree.root();
+        let note = match Checkpoint::new(self.opts.signer.name(), size, root).sign(&self.opts.signer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(store, error = %e, "audit checkpoint: signing failed");
+                self.counters.insert_failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.last_size = size;
+        if let Some(client) = client {
+            let size_i = i64::try_from(size).unwrap_or(i64::MAX);
+            let inserted = client
+                .execute(
+                    &sql.insert,
+                    &[&chain_id, &size_i, &root.as_slice(), &head.as_slice(), &note],
+                )
+                .await;
+            match inserted {
+                Ok(_) => {
+                    self.counters.inserted.fetch_add(1, Ordering::Relaxed);
+                    self.counters.last_size.store(size, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(store, size, error = %crate::error::describe_pg_error(&e),
+                        "audit checkpoint: inserting into the checkpoints table failed (the next one covers it)");
+                    self.counters.insert_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(p) = self.counters.publisher.get() {
+            p.submit(size, root, note, std::mem::take(&mut self.since));
+        }
+    }
+}
+
+/// A target that already names a key must name `verifier` (read only; see
+/// [`publish_verifier_key`] for the write).
+fn check_target_key(target: &std::path::Path, verifier: &NoteVerifier) -> Result<(), String> {
+    let path = target.join("checkpoint.vkey");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match NoteVerifier::parse(text.trim_end()) {
+            Ok(v) if &v == verifier => Ok(()),
+            Ok(v) => Err(format!(
+                "{} belongs to key {}+{:08x}, not this chain's {}+{:08x}",
+                path.display(),
+                v.name(),
+                v.key_id(),
+                verifier.name(),
+                verifier.key_id()
+            )),
+            Err(e) => Err(format!("{}: not a verifier key: {e}", path.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}

@@ -1,0 +1,353 @@
+//! Signed, published checkpoints of PostgreSQL chains, against the real PostgreSQL
+//! (`CORDON_TEST_PG`, default `host=127.0.0.1 port=5432 user=postgres dbname=test`, a superuser).
+//! Each test makes its own schema and drops it at the end.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cordon_audit::checkpoint::Checkpoint;
+use cordon_audit::note::{NoteSigner, NoteVerifier};
+use cordon_audit_pg::{
+    PgBreakKind, PgCheckpointOptions, PgError, PgStore, PgStoreOptions, PgVerifyError, PgVerifyReport,
+    migrate, verify_with_published,
+};
+use tokio_postgres::{Client, Config, NoTls};
+
+fn conn_str() -> String {
+    std::env::var("CORDON_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_string())
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+struct TestDb {
+    admin: Client,
+    config: Config,
+    schema: String,
+    /// The publication target (a directory the gateway only adds to).
+    target: tempfile::TempDir,
+}
+
+async fn setup() -> TestDb {
+    let config = Config::from_str(&conn_str()).expect("CORDON_TEST_PG");
+    let (admin, conn) = config.connect(NoTls).await.expect("connect to the test database");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let schema = format!(
+        "cordon_ckpt_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    migrate(&admin, &schema).await.expect("migrate");
+    TestDb {
+        admin,
+        config,
+        schema,
+        target: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn signer(schema: &str, chain: &str, seed: u8) -> NoteSigner {
+    NoteSigner::from_seed(&format!("cordon/{schema}/{chain}"), &[seed; 32]).unwrap()
+}
+
+impl TestDb {
+    fn opts(&self, chain: &str, seed: u8) -> PgStoreOptions {
+        let mut o = PgStoreOptions::new(self.config.clone(), &self.schema, chain);
+        let mut c = PgCheckpointOptions::new(signer(&self.schema, chain, seed));
+        c.every = 4;
+        c.interval = Duration::from_millis(50);
+        c.publish_to = vec![self.target.path().to_path_buf()];
+        o.checkpoints = Some(c);
+        o
+    }
+
+    async fn open(&self, chain: &str) -> PgStore {
+        PgStore::open(self.opts(chain, 1)).await.expect("open store")
+    }
+
+    async fn verify(&self, published: bool) -> Result<PgVerifyReport, PgVerifyError> {
+        let targets: Vec<PathBuf> = if published {
+            vec![self.target.path().to_path_buf()]
+        } else {
+            Vec::new()
+        };
+        verify_with_published(&self.config, &cordon_audit_pg::Tls::Off, &self.schema, &targets).await
+    }
+
+    /// As superuser, with every append-only trigger off: what a rogue administrator can do.
+    async fn tamper(&self, sql: &str) {
+        let s = &self.schema;
+        let tables = ["records", "checkpoints", "chain_keys"];
+        let off: String = tables
+            .iter()
+            .map(|t| format!("ALTER TABLE \"{s}\".{t} DISABLE TRIGGER USER;"))
+            .collect();
+        let on: String = tables
+            .iter()
+            .map(|t| format!("ALTER TABLE \"{s}\".{t} ENABLE TRIGGER USER;"))
+            .collect();
+        self.admin
+            .batch_execute(&format!("{off} {sql}; {on}"))
+            .await
+            .expect("tamper");
+    }
+
+    async fn cleanup(self) {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .await
+            .expect("drop schema");
+    }
+}
+
+async fn append_n(store: &PgStore, n: u64) {
+    for i in 0..n {
+        store
+            .append(&cordon_audit::testing::sample_decision(i))
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+fn latest(target: &Path, chain: &str) -> Checkpoint {
+    let bytes = std::fs::read(target.join(chain).join("latest.ckpt")).expect("latest.ckpt");
+    let vkey = std::fs::read_to_string(target.join(chain).join("checkpoint.vkey")).unwrap();
+    let v = NoteVerifier::parse(vkey.trim_end()).unwrap();
+    Checkpoint::open(&bytes, &[v]).expect("a checkpoint signed by the chain's key")
+}
+
+fn broken(e: PgVerifyError) -> (String, u64, PgBreakKind) {
+    match e {
+        PgVerifyError::Broken {
+            chain_id,
+            index,
+            kind,
+            ..
+        } => (chain_id, index, kind),
+        other => panic!("expected a broken row, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_into_the_table_published_and_verified_across_restarts() {
+    let db = setup().await;
+    let store = db.open("gw-a").await;
+    append_n(&store, 10).await;
+    store.close().await;
+    // Closing covers every committed record, in the table and at the target.
+    let c = latest(db.target.path(), "gw-a");
+    assert_eq!(c.size, 10);
+    assert_eq!(c.origin, format!("cordon/{}/gw-a", db.schema));
+    let report = db.verify(true).await.unwrap();
+    assert_eq!(report.records, 10);
+    assert!(report.checkpoints >= 2, "{report}");
+    assert_eq!(
+        report.signed, report.checkpoints,
+        "every row the writer made is signed"
+    );
+    assert!(report.published >= 2, "latest.ckpt and checkpoints/10: {report}");
+    assert_eq!(
+        c.root.to_vec(),
+        hex::decode(&report.chains[0].root).unwrap(),
+        "the published root is the chain's"
+    );
+
+    // A restart continues the same tree: the new checkpoint extends the published one (the
+    // compare-and-swap accepts it), and nothing is refused.
+    let store = db.open("gw-a").await;
+    append_n(&store, 5).await;
+    let stats = store.checkpoint_stats();
+    store.close().await;
+    assert_eq!(stats.rejected, 0, "{stats:?}");
+    assert_eq!(latest(db.target.path(), "gw-a").size, 15);
+    // Idle: the interval alone cuts a checkpoint.
+    let store = db.open("gw-a").await;
+    append_n(&store, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while latest(db.target.path(), "gw-a").size != 16 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after the interval"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
+    let report = db.verify(true).await.unwrap();
+    assert_eq!(report.records, 16);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_cut_with_its_table_checkpoints_is_caught_by_the_published_ones() {
+    let db = setup().await;
+    let store = db.open("gw-a").await;
+    append_n(&store, 10).await;
+    store.close().await;
+    let s = &db.schema;
+    // The administrator removes the last records and every checkpoint row that covered them.
+    db.tamper(&format!(
+        "DELETE FROM \"{s}\".records WHERE idx >= 6; DELETE FROM \"{s}\".checkpoints WHERE tree_size > 6"
+    ))
+    .await;
+    // The database alone cannot tell: it is a valid, shorter chain.
+    let alone = db.verify(false).await.unwrap();
+    assert_eq!(alone.records, 6);
+    // Against the published checkpoints it fails, naming the chain and where.
+    let (chain, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert_eq!((chain.as_str(), index), ("gw-a", 6));
+    // The first published size past 6: 8, unless the publisher coalesced it into 10.
+    assert!(
+        matches!(
+            kind,
+            PgBreakKind::Truncated {
+                checkpoint_size: 8 | 10,
+                records: 6
+            }
+        ),
+        "{kind}"
+    );
+    // And the writer refuses to extend a chain that lost records.
+    let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
+    assert!(matches!(err, PgError::Checkpoint { .. }), "{err}");
+    assert!(err.to_string().contains("records were removed"), "{err}");
+
+    // A whole chain removed (rows, checkpoints and key) is still named.
+    db.tamper(&format!(
+        "DELETE FROM \"{s}\".records; DELETE FROM \"{s}\".checkpoints; DELETE FROM \"{s}\".chain_keys"
+    ))
+    .await;
+    let (chain, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert_eq!((chain.as_str(), index), ("gw-a", 0));
+    assert!(
+        matches!(
+            kind,
+            PgBreakKind::Truncated {
+                checkpoint_size: 1..,
+                records: 0
+            }
+        ),
+        "{kind}"
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_history_or_a_forged_checkpoint_is_named() {
+    let db = setup().await;
+    let store = db.open("gw-a").await;
+    append_n(&store, 8).await;
+    store.close().await;
+    let s = &db.schema;
+    // A forged table checkpoint: the note re-signed by another key (no one else has the chain's).
+    let forged = Checkpoint::new(&format!("cordon/{s}/gw-a"), 8, [9; 32])
+        .sign(&signer(s, "gw-a", 2))
+        .unwrap();
+    db.tamper(&format!(
+        "UPDATE \"{s}\".checkpoints SET note = '{forged}', root_hash = '\\x{}' WHERE tree_size = 8",
+        hex::encode([9u8; 32])
+    ))
+    .await;
+    let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert_eq!(index, 7);
+    assert!(
+        matches!(&kind, PgBreakKind::BadCheckpoint { detail } if detail.contains("does not verify")),
+        "{kind}"
+    );
+
+    // The whole chain rewritten consistently (new bodies, hashes and unsigned checkpoints): the
+    // published root at 8 no longer matches.
+    db.tamper(&format!(
+        "DELETE FROM \"{s}\".records; DELETE FROM \"{s}\".checkpoints"
+    ))
+    .await;
+    let plain = PgStore::open(PgStoreOptions::new(db.config.clone(), s, "gw-a"))
+        .await
+        .unwrap();
+    for i in 100..108 {
+        plain
+            .append(&cordon_audit::testing::sample_decision(i))
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    plain.close().await;
+    let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
+    // The first published size (4, unless the publisher coalesced it into 8).
+    match kind {
+        PgBreakKind::CheckpointMismatch { tree_size } => {
+            assert!(tree_size == 4 || tree_size == 8, "{tree_size}");
+            assert_eq!(index, tree_size - 1);
+        }
+        other => panic!("expected a checkpoint mismatch, got {other}"),
+    }
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_is_signed_by_one_key_only() {
+    let db = setup().await;
+    let store = db.open("gw-a").await;
+    append_n(&store, 2).await;
+    store.close().await;
+    // Another key for the same chain is refused by the publication target's record of the key...
+    let err = PgStore::open(db.opts("gw-a", 2)).await.unwrap_err();
+    assert!(err.to_string().contains("belongs to key"), "{err}");
+    // ... and by the table's, where nothing is published.
+    let mut unpublished = db.opts("gw-a", 2);
+    if let Some(c) = unpublished.checkpoints.as_mut() {
+        c.publish_to.clear();
+    }
+    let err = PgStore::open(unpublished).await.unwrap_err();
+    assert!(err.to_string().contains("signed by another key"), "{err}");
+    // Neither refusal left a trace: the original key still writes.
+    let store = db.open("gw-a").await;
+    append_n(&store, 1).await;
+    store.close().await;
+    // A second chain has a key of its own and verifies beside the first.
+    let other = PgStore::open(db.opts("gw-b", 3)).await.unwrap();
+    append_n(&other, 3).await;
+    other.close().await;
+    let report = db.verify(true).await.unwrap();
+    assert_eq!(report.chains.len(), 2);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_survives_failed_batches_and_reconnects() {
+    let db = setup().await;
+    let s = &db.schema;
+    let role = cordon_audit_pg::WRITER_ROLE;
+    let store = db.open("gw-a").await;
+    append_n(&store, 5).await;
+    db.admin
+        .batch_execute(&format!("REVOKE INSERT ON \"{s}\".records FROM {role}"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .append(&cordon_audit::testing::sample_decision(99))
+            .unwrap()
+            .await
+            .is_err()
+    );
+    db.admin
+        .batch_execute(&format!("GRANT INSERT ON \"{s}\".records TO {role}"))
+        .await
+        .unwrap();
+    // The writer reconnects, reloads the head and brings its tree up to the chain.
+    append_n(&store, 6).await;
+    let stats = store.checkpoint_stats();
+    store.close().await;
+    assert_eq!(stats.rejected, 0, "{stats:?}");
+    assert_eq!(latest(db.target.path(), "gw-a").size, 11);
+    let report = db.verify(true).await.unwrap();
+    assert_eq!(report.records, 11);
+    db.cleanup().await;
+}
