@@ -57,7 +57,7 @@ pub enum AuditError {
 
 impl AuditError {
     /// `map_err` helper: an I/O failure of `op` on `path`.
-    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str) -> impl FnOnce(io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, op: &'static str) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |e| AuditError::Io {
             path,

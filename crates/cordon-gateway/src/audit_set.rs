@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use cordon_audit::{AuditError, AuditStore, FileStore, Replicator, StoreOptions};
-use cordon_audit_pg::{PgStore, PgStoreOptions, parse_store_url};
+use cordon_audit_pg::{PgCheckpointOptions, PgStore, PgStoreOptions, parse_store_url};
 use cordon_policy::Policy;
 use cordon_types::Jurisdiction;
 
@@ -41,6 +41,11 @@ pub struct StoreLocation {
     pub replica: Option<PathBuf>,
     /// The witness / timestamp hook run after every checkpoint (empty: none).
     pub witness: Vec<String>,
+    /// PostgreSQL stores: where the chain's signed checkpoints are published, and its key.
+    pub publish: Option<PathBuf>,
+    pub checkpoint_key: Option<PathBuf>,
+    /// The jurisdiction an explicitly configured store serves (names its default key directory).
+    pub jurisdiction: Option<Jurisdiction>,
     /// The open store last resolved for this location, with the [`AuditSet`] generation it was
     /// resolved at (a failed store bumps the generation, so a stale entry is never used).
     cached: ArcSwapOption<(u64, OpenStore)>,
@@ -48,8 +53,12 @@ pub struct StoreLocation {
 
 impl Clone for StoreLocation {
     fn clone(&self) -> Self {
-        StoreLocation::new(self.key.clone(), self.region.clone(), self.replica.clone())
-            .with_witness(self.witness.clone())
+        let mut c = StoreLocation::new(self.key.clone(), self.region.clone(), self.replica.clone())
+            .with_witness(self.witness.clone());
+        c.publish = self.publish.clone();
+        c.checkpoint_key = self.checkpoint_key.clone();
+        c.jurisdiction = self.jurisdiction;
+        c
     }
 }
 
@@ -95,6 +104,9 @@ impl StoreLocation {
             region,
             replica,
             witness: Vec::new(),
+            publish: None,
+            checkpoint_key: None,
+            jurisdiction: None,
             cached: ArcSwapOption::empty(),
         }
     }
@@ -163,14 +175,16 @@ impl AuditSet {
                 (Some(p), None) => StoreKey::Dir(self.resolve(p)),
                 (None, None) => return None,
             };
-            return Some(
-                StoreLocation::new(
-                    key,
-                    s.region.as_ref().map(|r| r.to_string()),
-                    s.replica.as_ref().map(|r| self.resolve(&r.path)),
-                )
-                .with_witness(s.witness.clone().unwrap_or_default()),
-            );
+            let mut loc = StoreLocation::new(
+                key,
+                s.region.as_ref().map(|r| r.to_string()),
+                s.replica.as_ref().map(|r| self.resolve(&r.path)),
+            )
+            .with_witness(s.witness.clone().unwrap_or_default());
+            loc.publish = s.publish.as_ref().map(|p| self.resolve(p));
+            loc.checkpoint_key = s.checkpoint_key.as_ref().map(|p| self.resolve(p));
+            loc.jurisdiction = Some(j);
+            return Some(loc);
         }
         let root = policy.file.audit.root.as_ref()?;
         Some(StoreLocation::new(
@@ -379,6 +393,10 @@ impl AuditSet {
                     let parsed = parse_store_url(url).map_err(|e| format!("audit store {j}: {e}"))?;
                     let mut opts = PgStoreOptions::from_url(&parsed, chain);
                     opts.batch_delay = delay;
+                    opts.checkpoints = Some(
+                        self.pg_checkpoints(&loc, *j, &parsed.schema, &opts.chain_id)
+                            .map_err(|e| format!("audit store {j}: {e}"))?,
+                    );
                     let store = PgStore::open(opts)
                         .await
                         .map_err(|e| format!("audit store {j}: {e}"))?;
@@ -394,6 +412,27 @@ impl AuditSet {
         }
         self.open_existing_root_stores(policy, delay);
         Ok(())
+    }
+
+    /// How a PostgreSQL store's chain signs and publishes checkpoints: its key (configured, or
+    /// `<data dir>/audit-keys/<J>/<chain>/checkpoint.key`, created on first use; origin
+    /// `cordon/<schema>/<chain>`), the publication directory and the witness hook.
+    fn pg_checkpoints(
+        &self,
+        loc: &StoreLocation,
+        j: Jurisdiction,
+        schema: &str,
+        chain: &str,
+    ) -> Result<PgCheckpointOptions, AuditError> {
+        let key_dir = self.data_dir.join("audit-keys").join(j.as_str()).join(chain);
+        std::fs::create_dir_all(&key_dir).map_err(AuditError::io(&key_dir, "create key directory"))?;
+        let origin = format!("cordon/{schema}/{chain}");
+        let signer =
+            cordon_audit::load_checkpoint_signer(&key_dir, loc.checkpoint_key.as_deref(), Some(&origin))?;
+        let mut c = PgCheckpointOptions::new(signer);
+        c.publish_to = loc.publish.iter().cloned().collect();
+        c.witness = loc.witness.clone();
+        Ok(c)
     }
 
     /// Open the stores that already exist under `audit.root` now rather than on first use: opening

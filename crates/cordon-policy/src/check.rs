@@ -128,6 +128,18 @@ pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Di
                 "replica is for directory stores; replicate PostgreSQL with the database's own tools",
             ));
         }
+        if store.path.is_some() && (store.publish.is_some() || store.checkpoint_key.is_some()) {
+            diags.push(Diagnostic::error(
+                &at,
+                "publish and checkpoint_key are for PostgreSQL stores; a directory store publishes its checkpoints to its replica",
+            ));
+        }
+        if store.postgres.is_some() && store.publish.is_none() {
+            diags.push(Diagnostic::warning(
+                &at,
+                "no publish directory: the chain's signed checkpoints stay in the database, so its owner can cut the tail of the log undetected",
+            ));
+        }
         match &store.region {
             Some(r) => storage_check(world, file, *j, r, &at, "store", diags),
             None if !file.gateway.development => diags.push(Diagnostic::warning(

@@ -341,10 +341,23 @@ pub struct StoreSpec {
     /// The disaster-recovery copy: receives every signed checkpoint (and shipped segments).
     #[serde(default)]
     pub replica: Option<ReplicaSpec>,
-    /// A witness / timestamp hook for directory stores: a command (program and arguments) run
-    /// after every checkpoint with the signed checkpoint on stdin.
+    /// A witness / timestamp hook: a command (program and arguments) run after every checkpoint
+    /// with the signed checkpoint on stdin.
     #[serde(default)]
     pub witness: Option<Vec<String>>,
+    /// PostgreSQL stores: a directory the gateway can add to but whoever administers the database
+    /// cannot rewrite (another volume or host, mounted without delete rights), which receives
+    /// every signed checkpoint of this gateway's chain in `<publish>/<chain>/` (relative paths are
+    /// under the data dir). `cordon audit verify` checks the database against it: without it, a
+    /// database owner can cut the tail of a chain along with its checkpoints undetected.
+    /// Directory stores publish to their `replica`.
+    #[serde(default)]
+    pub publish: Option<PathBuf>,
+    /// PostgreSQL stores: the chain's checkpoint signing key (PKCS#8 Ed25519). Default
+    /// `<data dir>/audit-keys/<JURISDICTION>/<chain>/checkpoint.key`, created on first use; a chain
+    /// is signed by one key only (recorded in the database and at `publish`).
+    #[serde(default)]
+    pub checkpoint_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

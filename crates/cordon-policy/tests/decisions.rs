@@ -528,3 +528,29 @@ fn in_jurisdiction_claims_hold_for_every_input() {
     }
     assert!(checked > 20, "{checked}");
 }
+
+#[test]
+fn checkpoint_publication_is_for_postgres_stores_and_its_absence_is_flagged() {
+    let policy = |store: &str| {
+        let yaml = format!("gateway: {{ region: aws:eu-central-1 }}\naudit:\n  stores:\n    EU: {store}\n");
+        Policy::from_yaml(&yaml, "t", &Overrides::default()).map_err(|e| e.to_string())
+    };
+    let pg = "postgres://gw@db.example/audit?schema=cordon";
+    let published = policy(&format!(
+        "{{ postgres: \"{pg}\", region: aws:eu-central-1, publish: /mnt/witness/eu }}"
+    ))
+    .unwrap();
+    let flagged = |p: &Policy| {
+        p.warnings
+            .iter()
+            .any(|d| d.at == "audit.stores.EU" && d.message.contains("no publish directory"))
+    };
+    assert!(!flagged(&published));
+    let unpublished = policy(&format!("{{ postgres: \"{pg}\", region: aws:eu-central-1 }}")).unwrap();
+    assert!(flagged(&unpublished));
+    let err = policy("{ path: /tmp/a, region: aws:eu-central-1, publish: /mnt/witness/eu }").unwrap_err();
+    assert!(
+        err.contains("audit.stores.EU") && err.contains("for PostgreSQL stores"),
+        "{err}"
+    );
+}

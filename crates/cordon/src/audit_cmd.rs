@@ -22,6 +22,10 @@ pub enum Command {
         /// Verify only this store: a directory or a `postgres://…?schema=…` URL.
         #[arg(long)]
         store: Option<String>,
+        /// With --store: also check it against the checkpoints published in this directory (a
+        /// PostgreSQL store's `publish`, a directory store's replica). Repeatable.
+        #[arg(long, requires = "store")]
+        published: Vec<PathBuf>,
     },
     /// Prove a record's inclusion under the newest signed checkpoint, or the consistency of two
     /// checkpoints; prints a JSON bundle that verifies offline with the store's public key.
@@ -181,7 +185,7 @@ pub struct Where {
 
 pub fn run(c: Command) -> Result<ExitCode> {
     match c {
-        Command::Verify { at, store } => verify(&at, store.as_deref()),
+        Command::Verify { at, store, published } => verify(&at, store.as_deref(), &published),
         Command::Export {
             at,
             jurisdiction,
@@ -237,7 +241,7 @@ struct StoreRef {
     key: StoreKey,
     /// The jurisdiction every decision in it must belong to (`None`: unauthenticated records).
     expect: Option<String>,
-    /// Places holding published checkpoints (the DR replica).
+    /// Places holding published checkpoints (the DR replica; a PostgreSQL store's `publish`).
     external: Vec<PathBuf>,
 }
 
@@ -247,7 +251,7 @@ fn stores(policy: &Policy, data_dir: &std::path::Path) -> Vec<StoreRef> {
     let mut out: BTreeMap<String, StoreRef> = BTreeMap::new();
     for j in policy.file.audit.stores.keys() {
         if let Some(loc) = set.location(policy, *j) {
-            let external = loc.replica.iter().cloned().collect();
+            let external = loc.replica.iter().chain(loc.publish.iter()).cloned().collect();
             out.insert(
                 j.to_string(),
                 StoreRef {
@@ -377,7 +381,7 @@ fn progress(label: &str) -> impl Fn(u64, u64) + '_ {
     }
 }
 
-fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
+fn verify(w: &Where, only: Option<&str>, published: &[PathBuf]) -> Result<ExitCode> {
     let policy = crate::policy_cmd::load(w.config.as_deref())?;
     let mut list = stores(&policy, &w.data.data_dir);
     if let Some(only) = only {
@@ -389,7 +393,11 @@ fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
         } else {
             StoreKey::Dir(PathBuf::from(only))
         };
-        let known = list.iter().position(|s| s.key == key);
+        // A PostgreSQL store is named by its URL (the policy's key also holds this gateway's chain).
+        let known = list.iter().position(|s| match (&s.key, &key) {
+            (StoreKey::Postgres { url: a, .. }, StoreKey::Postgres { url: b, .. }) => a == b,
+            (a, b) => a == b,
+        });
         list = match known {
             Some(i) => vec![list.swap_remove(i)],
             None => vec![StoreRef {
@@ -399,10 +407,11 @@ fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
                 external: Vec::new(),
             }],
         };
-        if let Some(s) = list.first_mut()
-            && only.contains("://")
-        {
-            s.label = "postgres".into();
+        if let Some(s) = list.first_mut() {
+            if only.contains("://") {
+                s.label = "postgres".into();
+            }
+            s.external.extend(published.iter().cloned());
         }
     }
     if list.is_empty() {
@@ -413,7 +422,9 @@ fn verify(w: &Where, only: Option<&str>) -> Result<ExitCode> {
     for s in &list {
         let outcome = match &s.key {
             StoreKey::Dir(path) => verify_dir(s, path, only.is_none(), &w.data.data_dir),
-            StoreKey::Postgres { url, .. } => verify_pg(url, s.expect.as_deref().filter(|_| only.is_none())),
+            StoreKey::Postgres { url, .. } => {
+                verify_pg(url, s.expect.as_deref().filter(|_| only.is_none()), &s.external)
+            }
         };
         match outcome {
             Ok(line) => println!("{:<18} {line}", s.label),
@@ -512,13 +523,13 @@ fn verify_dir(
 
 /// `expect`: the jurisdiction every subject's decision in this store must belong to (condition 2,
 /// as for directory stores); `None` when the store was named on the command line.
-fn verify_pg(url: &str, expect: Option<&str>) -> Result<String, String> {
+fn verify_pg(url: &str, expect: Option<&str>, published: &[PathBuf]) -> Result<String, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let report = rt
-        .block_on(cordon_audit_pg::verify_url(url))
+        .block_on(cordon_audit_pg::verify_url_with_published(url, published))
         .map_err(|e| e.to_string())?;
     if let Some(j) = expect {
         let misplaced: u64 = report

@@ -162,7 +162,13 @@ async fn a_postgres_audit_store_serves_the_gateway_and_verifies() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     token(&data, "warmup", "DE");
+    // Where the chain's signed checkpoints go: out of the database administrator's reach.
+    let published = tmp.path().join("published");
     let cfg = tmp.path().join("cordon.yaml");
+    let eu_store = format!(
+        "EU: {{ postgres: \"{url}\", region: aws:eu-central-1, publish: \"{}\" }}",
+        published.display()
+    );
     std::fs::write(
         &cfg,
         format!(
@@ -177,7 +183,7 @@ models:
       - {{ id: eu, provider: echo, regions: [aws:eu-central-1] }}
 audit:
   stores:
-    EU: {{ postgres: "{url}", region: aws:eu-central-1 }}
+    {eu_store}
 "#
         ),
     )
@@ -217,9 +223,10 @@ audit:
         d,
     ]);
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains("published checkpoint(s) matched"), "{out}");
     let as_us = tmp.path().join("as-us.yaml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        &format!("EU: {{ postgres: \"{url}\", region: aws:eu-central-1 }}"),
+        &eu_store,
         &format!("US: {{ postgres: \"{url}\", region: aws:us-east-1 }}"),
     );
     std::fs::write(&as_us, text).unwrap();
@@ -233,7 +240,58 @@ audit:
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("decision(s) of another jurisdiction"), "{out}");
+    // Within a checkpoint interval, a signed checkpoint over every record is published.
+    let latest = published.join("gw-fra-1").join("latest.ckpt");
+    let size = |text: String| text.lines().nth(1).and_then(|l| l.parse::<i64>().ok());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: i64 = admin
+            .query_one(&format!("SELECT count(*) FROM {schema}.records"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if std::fs::read_to_string(&latest).ok().and_then(size) == Some(now) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no published checkpoint over all {now} records"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(gw);
+    // A database owner cuts the tail of the chain and the checkpoint rows that covered it. The
+    // database alone still verifies; against the published checkpoints it does not.
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.records DISABLE TRIGGER USER; ALTER TABLE {schema}.checkpoints DISABLE TRIGGER USER; \
+             DELETE FROM {schema}.records WHERE idx >= 15; DELETE FROM {schema}.checkpoints WHERE tree_size > 15; \
+             ALTER TABLE {schema}.records ENABLE TRIGGER USER; ALTER TABLE {schema}.checkpoints ENABLE TRIGGER USER;"
+        ))
+        .await
+        .unwrap();
+    let (code, out) = cli(&["audit", "verify", "--store", &url]);
+    assert_eq!(code, 0, "the database alone cannot show its own cut: {out}");
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--store",
+        &url,
+        "--published",
+        published.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("chain gw-fra-1 record 15: truncated"), "{out}");
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("truncated"), "{out}");
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
