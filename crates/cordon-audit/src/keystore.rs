@@ -20,6 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::error::AuditError;
+use crate::key_wrap::{KeyWrap, LocalMasterKey};
 use crate::keyfile::{check_component, create_private_dir, create_private_file, destroy_file, sync_dir};
 use crate::record::Payload;
 
@@ -28,12 +29,13 @@ pub const PAYLOAD_ALG: &str = "A256GCM";
 const WRAP_AAD: &[u8] = b"cordon-audit data key v1\0";
 const PAYLOAD_AAD: &[u8] = b"cordon-audit payload v1\0";
 const CACHE_MAX: usize = 4096;
-const WRAPPED_LEN: usize = NONCE_LEN + 32 + 16;
+/// Longest wrapped key file read (a KMS's ciphertext blob is larger than the local 60 bytes).
+const WRAPPED_MAX: usize = 4096;
 
-/// Per-jurisdiction, per-subject payload keys, wrapped by a master key.
+/// Per-jurisdiction, per-subject payload keys, wrapped by a master key ([`KeyWrap`]).
 pub struct Keystore {
     dir: PathBuf,
-    master: LessSafeKey,
+    master: Arc<dyn KeyWrap>,
     /// Unwrapped data keys by `J \0 key_id`. The lock also serializes creation and shredding.
     cache: Mutex<HashMap<String, Arc<LessSafeKey>>>,
 }
@@ -113,12 +115,18 @@ fn check_key_id(key_id: &str) -> Result<(), AuditError> {
 }
 
 impl Keystore {
-    /// Open the key directory (created 0700 if missing) with the master key.
+    /// Open the key directory (created 0700 if missing) with a local master key.
     pub fn open(keys_dir: &Path, master_key: [u8; 32]) -> Result<Self, AuditError> {
+        let local = LocalMasterKey::new(master_key).map_err(|_| AuditError::Crypto("bad AES-256 key"))?;
+        Self::open_with(keys_dir, Arc::new(local))
+    }
+
+    /// Open the key directory (created 0700 if missing) with any [`KeyWrap`] (e.g. a KMS).
+    pub fn open_with(keys_dir: &Path, master: Arc<dyn KeyWrap>) -> Result<Self, AuditError> {
         create_private_dir(keys_dir).map_err(AuditError::io(keys_dir, "create key directory"))?;
         Ok(Keystore {
             dir: keys_dir.to_path_buf(),
-            master: aes_key(&master_key)?,
+            master,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -193,48 +201,32 @@ impl Keystore {
     }
 
     fn wrap(&self, jurisdiction: &str, key_id: &str, dk: &[u8; 32]) -> Result<Vec<u8>, AuditError> {
-        let nonce = random_nonce()?;
-        let mut out = Vec::with_capacity(WRAPPED_LEN);
-        out.extend_from_slice(&nonce);
-        let mut ct = dk.to_vec();
         self.master
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(WRAP_AAD, jurisdiction, key_id).as_slice()),
-                &mut ct,
-            )
-            .map_err(|_| AuditError::Crypto("wrapping a data key failed"))?;
-        out.extend_from_slice(&ct);
-        Ok(out)
+            .wrap(&aad(WRAP_AAD, jurisdiction, key_id), dk)
+            .map_err(|_| AuditError::Crypto("wrapping a data key failed"))
     }
 
     fn load(&self, path: &Path, jurisdiction: &str, key_id: &str) -> Result<Option<LessSafeKey>, AuditError> {
         let dir = self.jurisdiction_dir(jurisdiction);
-        let mut bytes = match fs::read(path) {
+        let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(AuditError::io(&dir, "read data key")(e)),
         };
-        if bytes.len() != WRAPPED_LEN {
+        if bytes.is_empty() || bytes.len() > WRAPPED_MAX {
             return Err(AuditError::Key {
                 path: dir,
-                detail: format!("a wrapped data key has {} bytes, not {WRAPPED_LEN}", bytes.len()),
+                detail: format!("a wrapped data key has {} bytes", bytes.len()),
             });
         }
-        let (nonce, ct) = bytes.split_at_mut(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| AuditError::Crypto("bad nonce"))?;
         let dk = self
             .master
-            .open_in_place(
-                nonce,
-                Aad::from(aad(WRAP_AAD, jurisdiction, key_id).as_slice()),
-                ct,
-            )
-            .map_err(|_| AuditError::Key {
+            .unwrap(&aad(WRAP_AAD, jurisdiction, key_id), &bytes)
+            .map_err(|e| AuditError::Key {
                 path: dir.clone(),
-                detail: "a data key does not unwrap under this master key".into(),
+                detail: e.to_string(),
             })?;
-        aes_key(dk).map(Some)
+        aes_key(&dk).map(Some)
     }
 
     /// Encrypt `plaintext` under the subject's data key (created on first use: file I/O and
@@ -413,6 +405,58 @@ mod tests {
     }
 
     /// `seal_cached` seals only with a key already in memory, and never creates or reads one.
+    /// A stand-in for a KMS: counts its calls and keeps the wrapped form opaque (a version byte
+    /// and the local format), as a KMS ciphertext blob is to the keystore.
+    struct CountingKms {
+        inner: LocalMasterKey,
+        wraps: std::sync::atomic::AtomicUsize,
+        unwraps: std::sync::atomic::AtomicUsize,
+    }
+
+    impl KeyWrap for CountingKms {
+        fn wrap(&self, context: &[u8], data_key: &[u8; 32]) -> Result<Vec<u8>, crate::KeyWrapError> {
+            self.wraps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut out = vec![0x4b];
+            out.extend(self.inner.wrap(context, data_key)?);
+            Ok(out)
+        }
+        fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<[u8; 32], crate::KeyWrapError> {
+            self.unwraps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match wrapped.split_first() {
+                Some((0x4b, rest)) => self.inner.unwrap(context, rest),
+                _ => Err(crate::KeyWrapError::Malformed("unknown version")),
+            }
+        }
+    }
+
+    #[test]
+    fn a_kms_wraps_the_data_keys_and_shredding_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let kms = Arc::new(CountingKms {
+            inner: LocalMasterKey::new([5; 32]).unwrap(),
+            wraps: Default::default(),
+            unwraps: Default::default(),
+        });
+        let ks = Keystore::open_with(dir.path(), kms.clone()).unwrap();
+        let p = ks.seal("EU", "alice", b"hello").unwrap();
+        assert_eq!(kms.wraps.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A fresh keystore (another process) unwraps through the KMS.
+        let again = Keystore::open_with(dir.path(), kms.clone()).unwrap();
+        assert_eq!(again.open_payload("EU", &p).unwrap(), b"hello");
+        assert!(kms.unwraps.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        // The local master key cannot read what the KMS wrapped.
+        let local = Keystore::open(dir.path(), [5; 32]).unwrap();
+        assert!(matches!(
+            local.open_payload("EU", &p),
+            Err(AuditError::Key { .. })
+        ));
+        assert!(again.shred("EU", "alice").unwrap());
+        assert!(matches!(
+            again.open_payload("EU", &p),
+            Err(AuditError::KeyShredded { .. })
+        ));
+    }
+
     #[test]
     fn seal_cached_uses_only_a_cached_key_that_still_exists() {
         let dir = tempfile::tempdir().unwrap();

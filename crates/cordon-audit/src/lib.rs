@@ -55,6 +55,7 @@ pub mod body {
 pub mod checkpoint;
 mod error;
 mod file_store;
+mod key_wrap;
 mod keyfile;
 mod keystore;
 pub mod merkle;
@@ -79,6 +80,7 @@ pub use bundle::{
 pub use commit_stats::CommitSnapshot;
 pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
+pub use key_wrap::{KeyWrap, KeyWrapError, LocalMasterKey};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
 pub use proofs::{
     ConsistencyBundle, InclusionBundle, ProofError, prove_consistency, prove_inclusion, read_verifier_key,
