@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 
 use cordon_audit::{CheckpointStats, CommitSnapshot, FileStore};
+use cordon_audit_pg::PgStore;
 
 use crate::audit_set::AuditSet;
 
@@ -22,59 +23,71 @@ struct StoreLabels {
     store: String,
 }
 
+/// One store's figures at scrape time.
+#[derive(Debug)]
+struct StoreFigures {
+    labels: StoreLabels,
+    /// Group commits (an `fdatasync`, or a PostgreSQL `COPY`) and the records they made durable.
+    batches: u64,
+    records: u64,
+    /// Deferred records lost (directory stores), or failed batches (PostgreSQL).
+    lost: u64,
+    ckpt: CheckpointStats,
+    /// Directory stores: the per-commit `fdatasync` histogram.
+    fsync: Option<CommitSnapshot>,
+}
+
 /// One scrape's worth of figures.
 #[derive(Debug)]
 struct Snapshot {
-    stores: Vec<(StoreLabels, CommitSnapshot, CheckpointStats, u64)>,
+    stores: Vec<StoreFigures>,
 }
 
 /// The counters exposed per store: name, help, and how to read it from a snapshot.
-type Read = fn(&CommitSnapshot, &CheckpointStats, u64) -> u64;
+type Read = fn(&StoreFigures) -> u64;
 const COUNTERS: &[(&str, &str, Read)] = &[
     (
         "cordon_audit_commits",
-        "Group commits (one fdatasync each) of the audit store",
-        |c, _, _| c.batches,
+        "Group commits of the audit store (one fdatasync each; one COPY for PostgreSQL)",
+        |f| f.batches,
     ),
     (
         "cordon_audit_records",
         "Records made durable in the audit store",
-        |c, _, _| c.records,
+        |f| f.records,
     ),
     (
         "cordon_audit_records_lost",
-        "Deferred (completion) records lost because their batch failed",
-        |_, _, lost| lost,
+        "Deferred (completion) records lost because their batch failed (PostgreSQL: failed batches)",
+        |f| f.lost,
     ),
-    (
-        "cordon_audit_checkpoints",
-        "Signed checkpoints written",
-        |_, k, _| k.written,
-    ),
+    ("cordon_audit_checkpoints", "Signed checkpoints written", |f| {
+        f.ckpt.written
+    }),
     (
         "cordon_audit_checkpoint_failures",
         "Checkpoint writes that failed",
-        |_, k, _| k.failures,
+        |f| f.ckpt.failures,
     ),
     (
         "cordon_audit_checkpoint_publications",
-        "Checkpoints published to an external target (DR replica)",
-        |_, k, _| k.published,
+        "Checkpoints published to an external target (DR replica, PostgreSQL publish directory)",
+        |f| f.ckpt.published,
     ),
     (
         "cordon_audit_checkpoint_publish_failures",
         "Checkpoint publications that failed with an I/O error (retried with the next checkpoint)",
-        |_, k, _| k.publish_failures,
+        |f| f.ckpt.publish_failures,
     ),
     (
         "cordon_audit_checkpoint_publish_rejected",
         "Checkpoint publications refused by the compare-and-swap (fork attempt or foreign log)",
-        |_, k, _| k.rejected,
+        |f| f.ckpt.rejected,
     ),
     (
         "cordon_audit_witness_failures",
         "Witness hook runs that failed",
-        |_, k, _| k.witness_failures,
+        |f| f.ckpt.witness_failures,
     ),
 ];
 
@@ -85,10 +98,13 @@ impl Collector for Snapshot {
         }
         for (name, help, read) in COUNTERS {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (labels, commits, ckpt, lost) in &self.stores {
-                let counter = ConstCounter::new(read(commits, ckpt, *lost));
-                counter.encode(family.encode_family(labels)?)?;
+            for f in &self.stores {
+                let counter = ConstCounter::new(read(f));
+                counter.encode(family.encode_family(&f.labels)?)?;
             }
+        }
+        if !self.stores.iter().any(|f| f.fsync.is_some()) {
+            return Ok(());
         }
         let mut family = encoder.encode_descriptor(
             "cordon_audit_fsync_seconds",
@@ -96,7 +112,11 @@ impl Collector for Snapshot {
             None,
             MetricType::Histogram,
         )?;
-        for (labels, commits, _, _) in &self.stores {
+        for (labels, commits) in self
+            .stores
+            .iter()
+            .filter_map(|f| Some((&f.labels, f.fsync.as_ref()?)))
+        {
             family.encode_family(labels)?.encode_histogram::<StoreLabels>(
                 commits.sync_seconds_sum,
                 commits.batches,
@@ -108,30 +128,42 @@ impl Collector for Snapshot {
     }
 }
 
-fn snapshot(stores: &[(String, Arc<FileStore>)]) -> Snapshot {
+fn snapshot(stores: &[(String, Arc<FileStore>)], pg: &[(String, Arc<PgStore>)]) -> Snapshot {
+    let files = stores.iter().map(|(name, s)| {
+        let commits = s.commit_stats();
+        StoreFigures {
+            labels: StoreLabels { store: name.clone() },
+            batches: commits.batches,
+            records: commits.records,
+            lost: s.deferred_lost(),
+            ckpt: s.checkpoint_stats(),
+            fsync: Some(commits),
+        }
+    });
+    let pgs = pg.iter().map(|(name, s)| {
+        let stats = s.stats();
+        StoreFigures {
+            labels: StoreLabels { store: name.clone() },
+            batches: stats.batches,
+            records: stats.records,
+            lost: stats.failed_batches,
+            ckpt: s.checkpoint_stats(),
+            fsync: None,
+        }
+    });
     Snapshot {
-        stores: stores
-            .iter()
-            .map(|(name, s)| {
-                (
-                    StoreLabels { store: name.clone() },
-                    s.commit_stats(),
-                    s.checkpoint_stats(),
-                    s.deferred_lost(),
-                )
-            })
-            .collect(),
+        stores: files.chain(pgs).collect(),
     }
 }
 
 /// Append the audit stores' metric families (OpenMetrics text, without `# EOF`) to `out`.
 pub fn encode(audit: &AuditSet, out: &mut String) {
-    encode_stores(&audit.file_stores(), out);
+    encode_stores(&audit.file_stores(), &audit.pg_stores(), out);
 }
 
-fn encode_stores(stores: &[(String, Arc<FileStore>)], out: &mut String) {
+fn encode_stores(stores: &[(String, Arc<FileStore>)], pg: &[(String, Arc<PgStore>)], out: &mut String) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(snapshot(stores)));
+    registry.register_collector(Box::new(snapshot(stores, pg)));
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
 }
@@ -150,7 +182,7 @@ mod tests {
             store.append(&rec).unwrap().await.unwrap();
         }
         let mut text = String::new();
-        encode_stores(&[("EU".to_string(), store.clone())], &mut text);
+        encode_stores(&[("EU".to_string(), store.clone())], &[], &mut text);
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))
@@ -181,7 +213,7 @@ mod tests {
     #[test]
     fn no_store_no_families() {
         let mut text = String::new();
-        encode_stores(&[], &mut text);
+        encode_stores(&[], &[], &mut text);
         assert_eq!(text, "");
     }
 }

@@ -62,11 +62,13 @@ impl Clone for StoreLocation {
     }
 }
 
-/// An open store; `file` is set for directory stores (which take deferred records).
+/// An open store; `file` is set for directory stores (which take deferred records), `pg` for
+/// PostgreSQL chains (for their metrics).
 #[derive(Clone)]
 pub struct OpenStore {
     pub store: Arc<dyn AuditStore>,
     pub file: Option<Arc<FileStore>>,
+    pub pg: Option<Arc<PgStore>>,
 }
 
 impl std::fmt::Debug for OpenStore {
@@ -302,6 +304,7 @@ impl AuditSet {
         let s = OpenStore {
             store: f.clone(),
             file: Some(f),
+            pg: None,
         };
         self.open
             .lock()
@@ -400,11 +403,13 @@ impl AuditSet {
                     let store = PgStore::open(opts)
                         .await
                         .map_err(|e| format!("audit store {j}: {e}"))?;
+                    let store = Arc::new(store);
                     self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(
                         loc.key.clone(),
                         OpenStore {
-                            store: Arc::new(store),
+                            store: store.clone(),
                             file: None,
+                            pg: Some(store),
                         },
                     );
                 }
@@ -503,6 +508,24 @@ impl AuditSet {
                     _ => dir.display().to_string(),
                 };
                 (label, store.clone())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The open PostgreSQL chains, labelled `<schema>/<chain>` (never the URL: it may hold a
+    /// password), sorted.
+    pub fn pg_stores(&self) -> Vec<(String, Arc<PgStore>)> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, Arc<PgStore>)> = open
+            .iter()
+            .filter_map(|(key, s)| match key {
+                StoreKey::Postgres { url, chain } => {
+                    let schema = parse_store_url(url).map(|u| u.schema).unwrap_or_default();
+                    Some((format!("{schema}/{chain}"), s.pg.clone()?))
+                }
+                StoreKey::Dir(_) => None,
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
