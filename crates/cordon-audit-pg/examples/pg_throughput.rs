@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cordon_audit::{CallerRecord, DecisionRecord, Outcome, Payload, RECORD_VERSION, Record};
-use cordon_audit_pg::{PgStore, PgStoreOptions, migrate, verify_config};
+use cordon_audit_pg::{PgStore, PgStoreOptions, migrate};
 use tokio_postgres::{Config, NoTls};
 
 fn record(n: u64) -> Record {
@@ -74,16 +74,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schema = format!("cordon_bench_{}_{nanos}", std::process::id());
     migrate(&admin, &schema).await?;
 
+    // As the gateway runs a chain: signed checkpoints (every 1024 records or 1 s) into the table
+    // and published to a directory.
+    let published = tempfile::tempdir()?;
     let mut stores = Vec::new();
     for c in 0..chains {
-        stores.push(Arc::new(
-            PgStore::open(PgStoreOptions::new(
-                config.clone(),
-                &schema,
-                &format!("gw-bench-{c}"),
-            ))
-            .await?,
-        ));
+        let chain = format!("gw-bench-{c}");
+        let mut opts = PgStoreOptions::new(config.clone(), &schema, &chain);
+        let signer =
+            cordon_audit::note::NoteSigner::from_seed(&format!("cordon/{schema}/{chain}"), &[7; 32])?;
+        let mut ckpt = cordon_audit_pg::PgCheckpointOptions::new(signer);
+        ckpt.publish_to = vec![published.path().to_path_buf()];
+        opts.checkpoints = Some(ckpt);
+        opts.batch_delay = Duration::from_micros(delay_us);
+        if let Some(r) = regroup {
+            opts.regroup_yields = r;
+        }
+        stores.push(Arc::new(PgStore::open(opts).await?));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -139,12 +146,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let t = Instant::now();
-    let report = verify_config(&config, &schema).await?;
+    let report = cordon_audit_pg::verify_with_published(
+        &config,
+        &cordon_audit_pg::Tls::for_config(&config),
+        &schema,
+        &[published.path().to_path_buf()],
+    )
+    .await?;
     println!(
-        "verify: {} records in {:.2} s ({:.0} records/s)",
+        "verify: {} records in {:.2} s ({:.0} records/s); {} signed checkpoints, {} published",
         report.records,
         t.elapsed().as_secs_f64(),
-        report.records as f64 / t.elapsed().as_secs_f64()
+        report.records as f64 / t.elapsed().as_secs_f64(),
+        report.signed,
+        report.published
     );
     admin
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
