@@ -161,13 +161,67 @@ impl Ckpt {
         }
         if !self.started {
             let verifier = self.opts.signer.verifier();
-            // Check every record of the key before writing any (a refused key leaves no trace).
-            for t in &self.targets {
-                check_target_key(t, &verifier).map_err(&refuse)?;
+            // What the targets hold, read off the async workers (a target may be a slow mount).
+            // A key of another chain or a checkpoint longer than the chain refuses; a target that
+            // cannot be read does not (publication to it is retried, and counted, later).
+            let seen = {
+                let (targets, v) = (self.targets.clone(), verifier.clone());
+                tokio::task::spawn_blocking(move || {
+                    targets
+                        .iter()
+                        .map(|t| (check_target_key(t, &v), published_size(t)))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| refuse(format!("reading the publication targets failed: {e}")))?
+            };
+            let mut keep_from = next;
+            for (t, (key, size)) in self.targets.iter().zip(seen) {
+                match key {
+                    Ok(()) => {}
+                    Err(TargetKey::Other(why)) => return Err(refuse(why)),
+                    Err(TargetKey::Unreadable(why)) => {
+                        tracing::warn!(store, target = %t.display(), error = %why,
+                            "audit checkpoint target unreadable at open; publication will retry");
+                    }
+                }
+                match size {
+                    Ok(Some(p)) if p > next => {
+                        return Err(refuse(format!(
+                            "{} holds a checkpoint of {p} records, the chain has {next}: records were removed",
+                            t.display()
+                        )));
+                    }
+                    Ok(Some(p)) => keep_from = keep_from.min(p),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Unknown: keep enough leaves to prove from a target up to ~1 M records
+                        // behind (32 MiB at most).
+                        tracing::warn!(store, target = %t.display(), error = %e,
+                            "audit checkpoint target's latest.ckpt unreadable at open");
+                        keep_from = keep_from.min(next.saturating_sub(1 << 20));
+                    }
+                }
             }
             self.register_key(client, sql, store, chain_id).await?;
-            for t in &self.targets {
-                publish_verifier_key(t, &verifier).map_err(|e| refuse(e.to_string()))?;
+            let written = {
+                let (targets, v) = (self.targets.clone(), verifier.clone());
+                tokio::task::spawn_blocking(move || {
+                    targets
+                        .iter()
+                        .map(|t| publish_verifier_key(t, &v))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| refuse(format!("writing the publication targets failed: {e}")))?
+            };
+            for (t, w) in self.targets.iter().zip(written) {
+                match w {
+                    Ok(()) => {}
+                    Err(e @ cordon_audit::AuditError::Key { .. }) => return Err(refuse(e.to_string())),
+                    Err(e) => tracing::warn!(store, target = %t.display(), error = %e,
+                        "audit checkpoint target: writing the verifier key failed; publication will retry"),
+                }
             }
             let row = client
                 .query_one(&sql.last_checkpoint, &[&chain_id])
@@ -179,18 +233,6 @@ impl Ckpt {
                 return Err(refuse(format!(
                     "a checkpoint in the table covers {in_table} records, the chain has {next}: records were removed"
                 )));
-            }
-            let mut keep_from = next;
-            for t in &self.targets {
-                if let Some(p) = published_size(t) {
-                    if p > next {
-                        return Err(refuse(format!(
-                            "{} holds a checkpoint of {p} records, the chain has {next}: records were removed",
-                            t.display()
-                        )));
-                    }
-                    keep_from = keep_from.min(p);
-                }
             }
             // The tree at the smallest size a target holds, and the leaves after it: what the
             // publisher needs to prove that its next checkpoint extends the published one.
@@ -225,6 +267,8 @@ impl Ckpt {
                 let _ = self.counters.publisher.set(Arc::new(publisher));
             }
             self.started = true;
+            // The interval counts from here, not from before the load (which can take a while).
+            self.last_at = Instant::now();
             return Ok(());
         }
         // A reload after a failure: a batch whose commit was lost in transit may have committed.
@@ -247,7 +291,18 @@ impl Ckpt {
         client
             .execute(&sql.register_key, &[&chain_id, &vkey])
             .await
-            .map_err(PgError::db(store, "register the chain's checkpoint key"))?;
+            .map_err(PgError::db(store, "register the chain's checkpoint key"))
+            .map_err(|e| match e.code() {
+                // undefined_table: a store made before signed checkpoints.
+                Some("42P01") => PgError::Checkpoint {
+                    store: store.to_string(),
+                    chain_id: chain_id.to_string(),
+                    why: "the store's schema predates signed checkpoints (no chain_keys table): \
+                          run `cordon audit init-postgres --store <its URL>` as its administrator"
+                        .into(),
+                },
+                _ => e,
+            })?;
         let row = client
             .query_one(&sql.read_key, &[&chain_id])
             .await
@@ -392,24 +447,35 @@ impl Ckpt {
     }
 }
 
+/// Why a target's key cannot be taken as this chain's.
+enum TargetKey {
+    /// It names another key (or is not a key): refuse.
+    Other(String),
+    /// It could not be read: go on, publication retries.
+    Unreadable(String),
+}
+
 /// A target that already names a key must name `verifier` (read only; see
 /// [`publish_verifier_key`] for the write).
-fn check_target_key(target: &std::path::Path, verifier: &NoteVerifier) -> Result<(), String> {
+fn check_target_key(target: &std::path::Path, verifier: &NoteVerifier) -> Result<(), TargetKey> {
     let path = target.join("checkpoint.vkey");
     match std::fs::read_to_string(&path) {
         Ok(text) => match NoteVerifier::parse(text.trim_end()) {
             Ok(v) if &v == verifier => Ok(()),
-            Ok(v) => Err(format!(
+            Ok(v) => Err(TargetKey::Other(format!(
                 "{} belongs to key {}+{:08x}, not this chain's {}+{:08x}",
                 path.display(),
                 v.name(),
                 v.key_id(),
                 verifier.name(),
                 verifier.key_id()
-            )),
-            Err(e) => Err(format!("{}: not a verifier key: {e}", path.display())),
+            ))),
+            Err(e) => Err(TargetKey::Other(format!(
+                "{}: not a verifier key: {e}",
+                path.display()
+            ))),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(TargetKey::Unreadable(format!("{}: {e}", path.display()))),
     }
 }

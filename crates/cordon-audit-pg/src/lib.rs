@@ -44,7 +44,7 @@ pub use error::{PgError, describe_pg_error};
 pub use schema::{APPEND_ONLY_MESSAGE, WRITER_ROLE, migrate, migrate_with_role};
 pub use store::{PgAck, PgStore, PgStoreOptions, PgStoreStats};
 pub use tls::{connect, connector};
-pub use url::{DEFAULT_SCHEMA, StoreUrl, Tls, parse_store_url, redact_config};
+pub use url::{DEFAULT_SCHEMA, StoreUrl, Tls, checked_chain_id, parse_store_url, redact_config};
 pub use verify::{
     PgBreakKind, PgChainReport, PgVerifyError, PgVerifyReport, verify, verify_config, verify_url,
     verify_url_with_published, verify_with, verify_with_published,

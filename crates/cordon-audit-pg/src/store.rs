@@ -161,6 +161,13 @@ struct Job {
     ack: AckTx,
 }
 
+/// What the writer task is sent: records, or a request to cover everything committed so far with
+/// a checkpoint (answered once it is signed, inserted and handed to the publisher).
+enum Msg {
+    Job(Job),
+    Checkpoint(oneshot::Sender<()>),
+}
+
 /// Resolves to the record's index in its chain once the batch holding it has committed, or to
 /// why it did not (then the record is not acknowledged and the gateway must not forward).
 #[must_use = "a record is only durable once its ack resolves to Ok"]
@@ -189,7 +196,7 @@ impl Future for PgAck {
 
 /// A PostgreSQL audit store: one hash chain (`chain_id`) in a schema made by [`crate::migrate`].
 pub struct PgStore {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<Msg>,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
     chain_id: String,
@@ -257,7 +264,7 @@ impl PgStore {
             "COPY \"{schema}\".records (chain_id, idx, body, entry_hash, leaf_hash) FROM STDIN (FORMAT binary)"
         );
         let head_sql = format!(
-            "SELECT idx, body, entry_hash FROM \"{schema}\".records WHERE chain_id = $1 ORDER BY idx DESC LIMIT 1"
+            "SELECT idx, body, entry_hash, leaf_hash FROM \"{schema}\".records WHERE chain_id = $1 ORDER BY idx DESC LIMIT 1"
         );
         let mut writer = Writer {
             pool,
@@ -279,6 +286,7 @@ impl PgStore {
                 .clone()
                 .map(|c| Ckpt::new(c, &chain_id, shared.ckpt.clone())),
             ckpt_sql: CkptSql::new(&schema),
+            flushes: Vec::new(),
         };
         writer.ensure_ready().await?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -304,7 +312,7 @@ impl PgStore {
         }
         let (ack, rx) = oneshot::channel();
         self.tx
-            .send(Job { rec, ack })
+            .send(Msg::Job(Job { rec, ack }))
             .map_err(|_| self.shared.stopped())?;
         Ok(PgAck {
             rx,
@@ -356,11 +364,39 @@ impl PgStore {
         }
     }
 
+    /// Cover every record committed so far with a signed checkpoint (in the table and handed to
+    /// the publisher), then wait up to `timeout` for the publisher to publish it. For shutdown:
+    /// the gateway calls it before its runtime stops. `false` if it did not finish in time (or the
+    /// store signs no checkpoints' publication and the writer has stopped).
+    pub async fn checkpoint_now(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Checkpoint(done)).is_err() {
+            return false;
+        }
+        if tokio::time::timeout(timeout, wait)
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            return false;
+        }
+        let Some(publisher) = self.shared.ckpt.publisher.get().cloned() else {
+            return true;
+        };
+        tokio::task::spawn_blocking(move || publisher.flush(timeout))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Stop accepting appends, let the writer commit (or fail) everything queued, and wait for it.
+    /// The writer covers what it committed with a final checkpoint, which is published (waiting
+    /// up to 10 s for the publication target) before this returns.
     pub async fn close(self) {
-        let PgStore { tx, task, .. } = self;
+        let PgStore { tx, task, shared, .. } = self;
         drop(tx);
         let _ = task.await;
+        if let Some(publisher) = shared.ckpt.publisher.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || publisher.flush(Duration::from_secs(10))).await;
+        }
     }
 }
 
@@ -397,16 +433,18 @@ struct Writer {
     last_acked: usize,
     ckpt: Option<Ckpt>,
     ckpt_sql: CkptSql,
+    /// Checkpoint requests waiting for the batch being formed to commit.
+    flushes: Vec<oneshot::Sender<()>>,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         loop {
             let first = if self.shared.healthy.load(Ordering::Acquire) {
                 match self.ckpt.as_ref().and_then(Ckpt::wait) {
                     // Records wait for a checkpoint: cut one when the interval is up.
                     Some(left) => match tokio::time::timeout(left, rx.recv()).await {
-                        Ok(Some(job)) => job,
+                        Ok(Some(msg)) => msg,
                         Ok(None) => break,
                         Err(_) => {
                             self.checkpoint(true).await;
@@ -414,13 +452,13 @@ impl Writer {
                         }
                     },
                     None => match rx.recv().await {
-                        Some(job) => job,
+                        Some(msg) => msg,
                         None => break,
                     },
                 }
             } else {
                 match tokio::time::timeout(PROBE_INTERVAL, rx.recv()).await {
-                    Ok(Some(job)) => job,
+                    Ok(Some(msg)) => msg,
                     Ok(None) => break,
                     Err(_) => {
                         // Idle and unhealthy: probe, so /readyz recovers without traffic.
@@ -430,7 +468,10 @@ impl Writer {
                 }
             };
             self.jobs.clear();
-            self.jobs.push(first);
+            match first {
+                Msg::Job(job) => self.jobs.push(job),
+                Msg::Checkpoint(done) => self.flushes.push(done),
+            }
             self.drain(&mut rx);
             // The callers acknowledged by the previous batch are often about to append again
             // (they were woken by their acks and run on this runtime): give them a few yields
@@ -452,12 +493,21 @@ impl Writer {
                 let deadline = tokio::time::Instant::now() + self.batch_delay;
                 while self.jobs.len() < self.batch_max {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(job)) => self.jobs.push(job),
+                        Ok(Some(Msg::Job(job))) => self.jobs.push(job),
+                        Ok(Some(Msg::Checkpoint(done))) => self.flushes.push(done),
                         _ => break,
                     }
                 }
             }
-            self.commit_batch().await;
+            if !self.jobs.is_empty() {
+                self.commit_batch().await;
+            }
+            if !self.flushes.is_empty() {
+                self.checkpoint(true).await;
+                for done in self.flushes.drain(..) {
+                    let _ = done.send(());
+                }
+            }
         }
         // Stopping: cover what was committed.
         self.checkpoint(true).await;
@@ -482,10 +532,11 @@ impl Writer {
             .await;
     }
 
-    fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Job>) {
+    fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
         while self.jobs.len() < self.batch_max {
             match rx.try_recv() {
-                Ok(job) => self.jobs.push(job),
+                Ok(Msg::Job(job)) => self.jobs.push(job),
+                Ok(Msg::Checkpoint(done)) => self.flushes.push(done),
                 Err(_) => break,
             }
         }
@@ -659,6 +710,7 @@ impl Writer {
         let idx: i64 = row.try_get(0).map_err(read)?;
         let body: &[u8] = row.try_get(1).map_err(read)?;
         let stored: &[u8] = row.try_get(2).map_err(read)?;
+        let stored_leaf: &[u8] = row.try_get(3).map_err(read)?;
         let corrupt = |why| PgError::CorruptHead {
             store: store.to_string(),
             chain_id: self.chain_id.clone(),
@@ -669,9 +721,9 @@ impl Writer {
         if i64::try_from(env.index).ok() != Some(idx) {
             return Err(corrupt("the body names another index"));
         }
-        let (computed, _) = body::entry_and_leaf_hash(&env.prev, body);
-        if stored != computed {
-            return Err(corrupt("the body does not match its entry hash"));
+        let (computed, leaf) = body::entry_and_leaf_hash(&env.prev, body);
+        if stored != computed || stored_leaf != leaf {
+            return Err(corrupt("the body does not match its entry or leaf hash"));
         }
         Ok((env.index + 1, computed))
     }

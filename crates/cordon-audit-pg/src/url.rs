@@ -205,9 +205,12 @@ pub(crate) fn checked_ident<'a>(what: &'static str, s: &'a str) -> Result<&'a st
 }
 
 /// A chain id (replica id): 1-128 characters of `A-Za-z0-9._:-`.
-pub(crate) fn checked_chain_id(s: &str) -> Result<&str, PgError> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
+/// A chain id: 1-128 of `A-Z a-z 0-9 . _ : -`, starting with a letter or digit. It names a
+/// directory under a checkpoint publication target and the key directory, so never `.`, `..` or a
+/// hidden name.
+pub fn checked_chain_id(s: &str) -> Result<&str, PgError> {
+    let ok = s.len() <= 128
+        && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
@@ -215,7 +218,7 @@ pub(crate) fn checked_chain_id(s: &str) -> Result<&str, PgError> {
     } else {
         Err(PgError::InvalidInput {
             what: "chain id",
-            why: "must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
+            why: "must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-', starting with a letter or digit",
         })
     }
 }

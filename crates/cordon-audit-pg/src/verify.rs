@@ -74,6 +74,13 @@ pub enum PgBreakKind {
 pub enum PgVerifyError {
     #[error(transparent)]
     Store(#[from] PgError),
+    /// A publication target could not be read, or holds something that is not a chain's.
+    #[error("audit store {store}: publication target {}: {cause}", path.display())]
+    Published {
+        store: String,
+        path: PathBuf,
+        cause: String,
+    },
     #[error("audit store {store}: chain {chain_id} record {index}: {kind}")]
     Broken {
         store: String,
@@ -87,7 +94,7 @@ impl PgVerifyError {
     pub fn kind(&self) -> Option<&PgBreakKind> {
         match self {
             PgVerifyError::Broken { kind, .. } => Some(kind),
-            PgVerifyError::Store(_) => None,
+            _ => None,
         }
     }
 
@@ -95,7 +102,7 @@ impl PgVerifyError {
     pub fn location(&self) -> Option<(&str, u64)> {
         match self {
             PgVerifyError::Broken { chain_id, index, .. } => Some((chain_id, *index)),
-            PgVerifyError::Store(_) => None,
+            _ => None,
         }
     }
 }
@@ -224,8 +231,9 @@ pub async fn verify_with_published(
         },
         other => other,
     })?;
-    let published = read_targets(published, &store)?;
-    verify_in(&mut client, &s, &store, published).await
+    let targets = read_targets(published, &store)?;
+    let required = !published.is_empty();
+    verify_in(&mut client, &s, &store, targets, required).await
 }
 
 /// A `checkpoints` row: (tree size, root, head, signed note).
@@ -243,36 +251,39 @@ struct Claim {
 type Targets = BTreeMap<Vec<u8>, (Option<(PathBuf, String)>, Vec<(Option<u64>, PathBuf, Vec<u8>)>)>;
 
 fn read_targets(dirs: &[PathBuf], store: &str) -> Result<Targets, PgVerifyError> {
-    let io = |path: &Path, e: std::io::Error| {
-        PgVerifyError::Store(PgError::Connect {
-            store: store.to_string(),
-            cause: format!("publication target {}: {e}", path.display()),
-        })
+    let io = |path: &Path, e: std::io::Error| PgVerifyError::Published {
+        store: store.to_string(),
+        path: path.to_path_buf(),
+        cause: e.to_string(),
     };
+    let bad = |path: &Path, why: &str| io(path, std::io::Error::other(why.to_string()));
     let mut out = Targets::new();
     for dir in dirs {
         let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| io(dir, e))?;
             let path = entry.path();
-            let Some(chain) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if !path.is_dir() || chain.starts_with('.') {
+            if !path.is_dir() {
                 continue;
             }
             let p = cordon_audit::read_published(&path).map_err(|e| io(&path, e))?;
-            if p.vkey.is_none() && p.notes.is_empty() {
-                continue;
+            let listed = path.join("checkpoints").is_dir();
+            if p.vkey.is_none() && p.notes.is_empty() && !listed {
+                continue; // not a chain's directory (e.g. lost+found)
             }
+            // Every chain directory counts, whatever its name: one that no chain id could have
+            // produced is an error, never skipped.
+            let chain = entry
+                .file_name()
+                .to_str()
+                .filter(|c| crate::url::checked_chain_id(c).is_ok())
+                .map(str::to_string)
+                .ok_or_else(|| bad(&path, "holds checkpoints but is not named for a chain id"))?;
             let slot = out.entry(chain.into_bytes()).or_default();
             if let Some(v) = p.vkey {
                 match &slot.0 {
                     Some((_, known)) if known.trim_end() != v.trim_end() => {
-                        return Err(io(
-                            &path,
-                            std::io::Error::other("names another key than the other targets"),
-                        ));
+                        return Err(bad(&path, "names another key than the other targets"));
                     }
                     _ => slot.0 = Some((path.join("checkpoint.vkey"), v)),
                 }
@@ -288,6 +299,7 @@ async fn verify_in(
     s: &str,
     store: &str,
     mut targets: Targets,
+    published_required: bool,
 ) -> Result<PgVerifyReport, PgVerifyError> {
     let db = |op: &'static str| PgError::db(store, op);
     let txn = client
@@ -387,13 +399,27 @@ async fn verify_in(
             index,
             kind,
         };
+        let published = targets.remove(chain_bytes).unwrap_or_default();
         let (claims, signed) = chain_claims(
             &chain_id,
             checkpoints.remove(chain_bytes).unwrap_or_default(),
             keys.get(chain_bytes).map(String::as_str),
-            targets.remove(chain_bytes).unwrap_or_default(),
+            published,
         )
         .map_err(|(index, detail)| broken(index, PgBreakKind::BadCheckpoint { detail }))?;
+        // Checked against publication targets, a chain with signed checkpoints must have some
+        // published there (a target given at the wrong level, or never written to, would check
+        // nothing otherwise). A chain whose first checkpoint is not cut yet has none to publish.
+        if published_required && signed > 0 && !claims.iter().any(|c| c.published) {
+            return Err(broken(
+                0,
+                PgBreakKind::BadCheckpoint {
+                    detail: "the chain signs checkpoints but none is published in the given targets \
+                             (give the publish directory itself, which holds <chain id>/)"
+                        .into(),
+                },
+            ));
+        }
         report.signed += signed;
         let mut cp_iter = claims.iter().peekable();
         let mut tree = Frontier::default();

@@ -20,14 +20,13 @@ use crate::file_store::CheckpointStats;
 use crate::keyfile::sync_dir;
 use crate::merkle::{Frontier, Hash};
 use crate::note::{NoteSigner, NoteVerifier};
-use crate::tlog::{self, Checkpointer, CkptJob, CkptStats};
+use crate::tlog::{self, Checkpointer, CkptJob, CkptMsg, CkptStats};
 
 /// Signs nothing itself: the log signs each checkpoint (it keeps the note too) and hands it over;
 /// this publishes it to every target and runs the witness hook, off the append path. Failures
 /// are logged and counted ([`CheckpointPublisher::stats`]), never returned to the appender.
 pub struct CheckpointPublisher {
-    tx: Option<mpsc::Sender<CkptJob>>,
-    thread: Option<JoinHandle<()>>,
+    tx: mpsc::Sender<CkptMsg>,
     stats: Arc<CkptStats>,
 }
 
@@ -63,19 +62,18 @@ impl CheckpointPublisher {
             tail,
         };
         let (tx, rx) = mpsc::channel();
-        let thread =
-            crate::background::spawn("cordon-audit-publish", move || checkpointer.run(rx)).map_err(|e| {
-                AuditError::Io {
-                    path: PathBuf::from(name),
-                    op: "spawn checkpoint publication thread",
-                    source: Arc::new(e),
-                }
-            })?;
-        Ok(CheckpointPublisher {
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
+        // Detached: it ends when the last handle is dropped (after what was sent before), and a
+        // drop never waits for it (it may be in a slow target or the witness hook), so dropping is
+        // safe anywhere, an async worker included. [`CheckpointPublisher::flush`] waits.
+        let _detached: JoinHandle<()> = crate::background::spawn("cordon-audit-publish", move || {
+            checkpointer.run(rx)
         })
+        .map_err(|e| AuditError::Io {
+            path: PathBuf::from(name),
+            op: "spawn checkpoint publication thread",
+            source: Arc::new(e),
+        })?;
+        Ok(CheckpointPublisher { tx, stats })
     }
 
     /// Publish the signed `note` of the checkpoint at `size` with `root`; `leaves` are the leaf
@@ -83,15 +81,23 @@ impl CheckpointPublisher {
     pub fn submit(&self, size: u64, root: Hash, note: String, leaves: Vec<Hash>) {
         self.stats.written.fetch_add(1, Ordering::Relaxed);
         self.stats.last_size.store(size, Ordering::Relaxed);
-        if let Some(tx) = &self.tx {
-            // The thread only stops when this handle drops its sender.
-            let _ = tx.send(CkptJob {
-                size,
-                root,
-                leaves,
-                note: Some(note),
-            });
+        // The thread only stops when this handle drops its sender.
+        let _ = self.tx.send(CkptMsg::Job(CkptJob {
+            size,
+            root,
+            leaves,
+            note: Some(note),
+        }));
+    }
+
+    /// Wait (blocking, at most `timeout`) until everything submitted so far has been published
+    /// (or has failed, counted); `false` on timeout. For shutdown: call it off the async workers.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(CkptMsg::Flush(done)).is_err() {
+            return false;
         }
+        wait.recv_timeout(timeout).is_ok()
     }
 
     /// Counters: `written` counts checkpoints handed over, the rest are the publication thread's.
@@ -110,19 +116,18 @@ impl CheckpointPublisher {
     }
 }
 
-impl Drop for CheckpointPublisher {
-    /// Publishes what was submitted, then stops.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The tree size of a target's `latest.ckpt`, if it holds a readable one.
-pub fn published_size(target: &Path) -> Option<u64> {
-    tlog::target_latest_size(target)
+/// The tree size of a target's `latest.ckpt`: `Ok(None)` when it has none; an error when it
+/// cannot be read or is not a checkpoint (never mistaken for "nothing published").
+pub fn published_size(target: &Path) -> io::Result<Option<u64>> {
+    let path = target.join(tlog::LATEST);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    crate::checkpoint::Checkpoint::parse_unverified(&bytes)
+        .map(|c| Some(c.size))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Make sure `target` names `verifier` as its log's key: write `checkpoint.vkey` if it has none,
@@ -253,8 +258,8 @@ mod tests {
             let c = Checkpoint::new(s.name(), tree.size(), tree.root());
             publisher.submit(c.size, c.root, c.sign(&s).unwrap(), chunk.to_vec());
         }
-        drop(publisher);
-        assert_eq!(published_size(&t), Some(10));
+        assert!(publisher.flush(std::time::Duration::from_secs(10)));
+        assert_eq!(published_size(&t).unwrap(), Some(10));
         let read = read_published(&t).unwrap();
         let sizes: Vec<Option<u64>> = read.notes.iter().map(|(n, _, _)| *n).collect();
         // latest.ckpt first; a backlog is coalesced, so size 5 may or may not have been written.
@@ -282,9 +287,9 @@ mod tests {
         .unwrap();
         let c = Checkpoint::new(s.name(), 12, forked.root());
         publisher.submit(12, c.root, c.sign(&s).unwrap(), Vec::new());
+        assert!(publisher.flush(std::time::Duration::from_secs(10)));
         let stats = publisher.stats.clone();
-        drop(publisher); // joins the thread
         assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
-        assert_eq!(published_size(&t), Some(10));
+        assert_eq!(published_size(&t).unwrap(), Some(10));
     }
 }

@@ -206,6 +206,13 @@ pub(crate) struct CkptJob {
     pub note: Option<String>,
 }
 
+/// What the checkpointer thread is sent.
+pub(crate) enum CkptMsg {
+    Job(CkptJob),
+    /// Answer once everything sent before has been handled.
+    Flush(mpsc::Sender<()>),
+}
+
 /// Why a publication target refused a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PublishError {
@@ -237,15 +244,29 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<CkptJob>) {
-        while let Ok(mut job) = rx.recv() {
-            // Coalesce a backlog: only the newest checkpoint needs writing.
-            self.tail.append(&mut job.leaves);
-            while let Ok(mut next) = rx.try_recv() {
-                self.tail.append(&mut next.leaves);
-                job = next;
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<CkptMsg>) {
+        while let Ok(first) = rx.recv() {
+            // Coalesce a backlog: only the newest checkpoint needs writing (all their leaves are
+            // kept, for the proofs).
+            let mut newest = None;
+            let mut flushes = Vec::new();
+            let mut take = |msg: CkptMsg, tail: &mut Vec<Hash>| match msg {
+                CkptMsg::Job(mut job) => {
+                    tail.append(&mut job.leaves);
+                    newest = Some(job);
+                }
+                CkptMsg::Flush(done) => flushes.push(done),
+            };
+            take(first, &mut self.tail);
+            while let Ok(next) = rx.try_recv() {
+                take(next, &mut self.tail);
             }
-            self.handle(job.size, job.root, job.note);
+            if let Some(job) = newest {
+                self.handle(job.size, job.root, job.note);
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
         }
     }
 

@@ -31,7 +31,7 @@ use crate::error::AuditError;
 use crate::merkle::{Frontier, Hash};
 use crate::segment;
 use crate::store::AckSource;
-use crate::tlog::CkptJob;
+use crate::tlog::{CkptJob, CkptMsg};
 
 pub(crate) type AckTx = oneshot::Sender<Result<u64, AuditError>>;
 
@@ -128,7 +128,7 @@ pub(crate) struct Writer {
 
 /// When to cut a checkpoint, and where to send it.
 pub(crate) struct CkptCtl {
-    pub tx: mpsc::Sender<CkptJob>,
+    pub tx: mpsc::Sender<CkptMsg>,
     pub every: u64,
     pub interval: Duration,
     /// Size of the last checkpoint cut (or found on disk at open).
@@ -292,7 +292,7 @@ impl Writer {
             note: None,
         };
         // The checkpointer only stops after the writer; a send error cannot happen in practice.
-        let _ = self.ckpt.tx.send(job);
+        let _ = self.ckpt.tx.send(CkptMsg::Job(job));
     }
 
     /// Chain and frame one record into the batch buffer (`ack`: None for a deferred record).

@@ -63,12 +63,22 @@ impl Clone for StoreLocation {
 }
 
 /// An open store; `file` is set for directory stores (which take deferred records), `pg` for
-/// PostgreSQL chains (for their metrics).
+/// PostgreSQL chains (for their metrics and shutdown checkpoint).
 #[derive(Clone)]
 pub struct OpenStore {
     pub store: Arc<dyn AuditStore>,
     pub file: Option<Arc<FileStore>>,
-    pub pg: Option<Arc<PgStore>>,
+    pub pg: Option<OpenPg>,
+}
+
+/// An open PostgreSQL chain, with what it was opened with.
+#[derive(Clone)]
+pub struct OpenPg {
+    pub store: Arc<PgStore>,
+    /// The jurisdiction it serves (its metrics label).
+    pub jurisdiction: Jurisdiction,
+    pub publish: Option<PathBuf>,
+    pub checkpoint_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for OpenStore {
@@ -389,8 +399,13 @@ impl AuditSet {
                         .open
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .contains_key(&loc.key);
-                    if already {
+                        .get(&loc.key)
+                        .and_then(|s| s.pg.clone());
+                    if let Some(open) = already {
+                        if open.publish != loc.publish || open.checkpoint_key != loc.checkpoint_key {
+                            tracing::warn!(store = %j,
+                                "audit store {j}: publish / checkpoint_key changed; the open chain keeps its old ones until a restart");
+                        }
                         continue;
                     }
                     let parsed = parse_store_url(url).map_err(|e| format!("audit store {j}: {e}"))?;
@@ -398,6 +413,7 @@ impl AuditSet {
                     opts.batch_delay = delay;
                     opts.checkpoints = Some(
                         self.pg_checkpoints(&loc, *j, &parsed.schema, &opts.chain_id)
+                            .await
                             .map_err(|e| format!("audit store {j}: {e}"))?,
                     );
                     let store = PgStore::open(opts)
@@ -409,7 +425,12 @@ impl AuditSet {
                         OpenStore {
                             store: store.clone(),
                             file: None,
-                            pg: Some(store),
+                            pg: Some(OpenPg {
+                                store,
+                                jurisdiction: *j,
+                                publish: loc.publish.clone(),
+                                checkpoint_key: loc.checkpoint_key.clone(),
+                            }),
                         },
                     );
                 }
@@ -422,18 +443,26 @@ impl AuditSet {
     /// How a PostgreSQL store's chain signs and publishes checkpoints: its key (configured, or
     /// `<data dir>/audit-keys/<J>/<chain>/checkpoint.key`, created on first use; origin
     /// `cordon/<schema>/<chain>`), the publication directory and the witness hook.
-    fn pg_checkpoints(
+    async fn pg_checkpoints(
         &self,
         loc: &StoreLocation,
         j: Jurisdiction,
         schema: &str,
         chain: &str,
-    ) -> Result<PgCheckpointOptions, AuditError> {
+    ) -> Result<PgCheckpointOptions, String> {
+        // The chain id names directories: check it before building any path.
+        let chain = cordon_audit_pg::checked_chain_id(chain).map_err(|e| e.to_string())?;
         let key_dir = self.data_dir.join("audit-keys").join(j.as_str()).join(chain);
-        std::fs::create_dir_all(&key_dir).map_err(AuditError::io(&key_dir, "create key directory"))?;
         let origin = format!("cordon/{schema}/{chain}");
-        let signer =
-            cordon_audit::load_checkpoint_signer(&key_dir, loc.checkpoint_key.as_deref(), Some(&origin))?;
+        let key_path = loc.checkpoint_key.clone();
+        // Key files are read (or created and synced) off the async workers.
+        let signer = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&key_dir).map_err(AuditError::io(&key_dir, "create key directory"))?;
+            cordon_audit::load_checkpoint_signer(&key_dir, key_path.as_deref(), Some(&origin))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         let mut c = PgCheckpointOptions::new(signer);
         c.publish_to = loc.publish.iter().cloned().collect();
         c.witness = loc.witness.clone();
@@ -514,22 +543,27 @@ impl AuditSet {
         out
     }
 
-    /// The open PostgreSQL chains, labelled `<schema>/<chain>` (never the URL: it may hold a
-    /// password), sorted.
+    /// The open PostgreSQL chains, labelled by the jurisdiction they serve (never the URL: it
+    /// may hold a password), sorted.
     pub fn pg_stores(&self) -> Vec<(String, Arc<PgStore>)> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<(String, Arc<PgStore>)> = open
-            .iter()
-            .filter_map(|(key, s)| match key {
-                StoreKey::Postgres { url, chain } => {
-                    let schema = parse_store_url(url).map(|u| u.schema).unwrap_or_default();
-                    Some((format!("{schema}/{chain}"), s.pg.clone()?))
-                }
-                StoreKey::Dir(_) => None,
-            })
+            .values()
+            .filter_map(|s| s.pg.as_ref())
+            .map(|p| (p.jurisdiction.to_string(), p.store.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// At shutdown: cover every PostgreSQL chain's committed records with a signed checkpoint and
+    /// wait (up to `timeout` each) for its publication. Directory stores cut theirs when dropped.
+    pub async fn shutdown(&self, timeout: Duration) {
+        for (name, store) in self.pg_stores() {
+            if !store.checkpoint_now(timeout).await {
+                tracing::warn!(store = %name, "audit store: the shutdown checkpoint did not complete in time");
+            }
+        }
     }
 
     /// Readiness: every configured (or already opened) store is writable, and the root is creatable.

@@ -83,10 +83,13 @@ impl Server {
         );
         let app = crate::routes::router(self.state.clone());
         println!("cordon listening on http://{}", self.local_addr);
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .map_err(|e| format!("server error: {e}"))
+            .map_err(|e| format!("server error: {e}"));
+        // Before the runtime stops: the PostgreSQL chains' last records get a checkpoint.
+        self.state.audit.shutdown(std::time::Duration::from_secs(5)).await;
+        served
     }
 }
 

@@ -181,6 +181,22 @@ pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Di
             }
         }
     }
+    // One store per publish directory: chains are published by id alone, so two stores sharing
+    // one would mix their chains (and verifying one would report the other's as its own).
+    let mut published: std::collections::BTreeMap<&std::path::Path, Jurisdiction> = Default::default();
+    for (j, store) in &file.audit.stores {
+        let Some(p) = store.publish.as_deref() else {
+            continue;
+        };
+        if let Some(other) = published.insert(p, *j) {
+            diags.push(Diagnostic::error(
+                format!("audit.stores.{j}.publish"),
+                format!(
+                    "the same directory as audit.stores.{other}.publish: one store per publish directory"
+                ),
+            ));
+        }
+    }
     if file.gateway.region.is_none() && file.gateway.development {
         diags.push(Diagnostic::note(
             "gateway.region",

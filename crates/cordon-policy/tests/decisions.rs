@@ -548,6 +548,15 @@ fn checkpoint_publication_is_for_postgres_stores_and_its_absence_is_flagged() {
     assert!(!flagged(&published));
     let unpublished = policy(&format!("{{ postgres: \"{pg}\", region: aws:eu-central-1 }}")).unwrap();
     assert!(flagged(&unpublished));
+    let shared = format!(
+        "gateway: {{ region: aws:eu-central-1 }}\naudit:\n  stores:\n    \
+         EU: {{ postgres: \"{pg}\", region: aws:eu-central-1, publish: /mnt/w }}\n    \
+         US: {{ postgres: \"{pg}\", region: aws:us-east-1, publish: /mnt/w }}\n"
+    );
+    let err = Policy::from_yaml(&shared, "t", &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one store per publish directory"), "{err}");
     let err = policy("{ path: /tmp/a, region: aws:eu-central-1, publish: /mnt/witness/eu }").unwrap_err();
     assert!(
         err.contains("audit.stores.EU") && err.contains("for PostgreSQL stores"),
