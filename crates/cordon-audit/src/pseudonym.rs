@@ -101,7 +101,10 @@ impl Pseudonymizer {
 
 fn pseudonym(key: &hmac::Key, raw: &str) -> String {
     let tag = hmac::sign(key, raw.as_bytes());
-    format!("ps:{}", hex::encode(&tag.as_ref()[..16]))
+    let mut out = String::with_capacity(3 + 32);
+    out.push_str("ps:");
+    crate::record::push_hex_lower(&mut out, &tag.as_ref()[..16]);
+    out
 }
 
 fn load_key(path: &Path) -> Result<Option<hmac::Key>, AuditError> {
