@@ -59,20 +59,7 @@ wait_log() { # file pattern seconds pid
 }
 
 if [ "$NGINX_TOO" = 1 ]; then
-  PROXY_CONF="$(nginx_conf proxy "
-  upstream bench_upstream {
-    server 127.0.0.1:$UP_PORT;
-    keepalive 128;
-  }
-  server {
-    listen 127.0.0.1:$NGX_PORT;
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_buffering on;
-    }
-  }" 1)"
+  PROXY_CONF="$(proxy_conf 1)"
   NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
   (cd "$CG_DIR" && exec "${VG[@]}" --callgrind-out-file="$CG_DIR/nginx.%p" "$NGINX" -c "$PROXY_CONF" -p "$TMP/nginx-proxy" \
     -e "$TMP/nginx-proxy/error.log" -g 'daemon off; master_process off;' >"$TMP/vg-nginx.log" 2>&1) &

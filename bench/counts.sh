@@ -36,20 +36,7 @@ command -v perf >/dev/null || die "needs perf"
 setup_pinning "nginx upstream, nginx proxy and cordon"
 setup_scratch cordon-counts "counts-"
 start_upstream "$UP_PORT"
-PROXY_CONF="$(nginx_conf proxy "
-  upstream bench_upstream {
-    server 127.0.0.1:$UP_PORT;
-    keepalive 128;
-  }
-  server {
-    listen 127.0.0.1:$NGX_PORT;
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_buffering on;
-    }
-  }" 1)"
+PROXY_CONF="$(proxy_conf 1)"
 "${SRV[@]}" "$NGINX" -c "$PROXY_CONF" -p "$TMP/nginx-proxy" -e "$TMP/nginx-proxy/error.log" -g 'daemon off;' 2>>"$TMP/nginx-proxy/stderr" &
 NGX_MASTER=$!; PIDS+=("$NGX_MASTER")
 wait_port "127.0.0.1:$NGX_PORT" 10 || die "nginx proxy did not start"

@@ -67,6 +67,25 @@ NGX
   echo "$d/nginx.conf"
 }
 
+# The nginx reverse proxy Cordon is compared with: 127.0.0.1:$NGX_PORT -> the upstream on
+# $UP_PORT, pooled keep-alive connections, buffering on; $1 worker processes. Prints the conf path.
+proxy_conf() {
+  nginx_conf proxy "
+  upstream bench_upstream {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:$NGX_PORT;
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering on;
+    }
+  }" "$1"
+}
+
 # Start the nginx upstream (worker_processes 1) on 127.0.0.1:$1, pinned like the servers; its
 # pid joins PIDS. Sets NGINX and UP_CONF.
 start_upstream() {

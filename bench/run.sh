@@ -71,20 +71,7 @@ setup_pinning "servers"
 setup_scratch cordon-bench ""
 
 # ---------------------------------------------------------------- 2. upstream and nginx proxy
-PROXY_CONF="$(nginx_conf proxy "
-  upstream bench_upstream {
-    server 127.0.0.1:$UP_PORT;
-    keepalive 128;
-  }
-  server {
-    listen 127.0.0.1:$NGX_PORT;
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_buffering on;
-    }
-  }" "$NGINX_WORKERS")"
+PROXY_CONF="$(proxy_conf "$NGINX_WORKERS")"
 
 log "starting nginx upstream on 127.0.0.1:$UP_PORT and nginx proxy on 127.0.0.1:$NGX_PORT"
 start_upstream "$UP_PORT"

@@ -3,9 +3,7 @@
 //! Each test makes its own schema and drops it at the end.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cordon_audit::checkpoint::Checkpoint;
 use cordon_audit::note::{NoteSigner, NoteVerifier};
@@ -13,14 +11,10 @@ use cordon_audit_pg::{
     PgBreakKind, PgCheckpointOptions, PgError, PgStore, PgStoreOptions, PgVerifyError, PgVerifyReport,
     migrate, verify_with_published,
 };
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
-fn conn_str() -> String {
-    std::env::var("CORDON_TEST_PG")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_string())
-}
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
+mod common;
+use common::{broken, fresh_schema};
 
 struct TestDb {
     admin: Client,
@@ -31,19 +25,7 @@ struct TestDb {
 }
 
 async fn setup() -> TestDb {
-    let config = Config::from_str(&conn_str()).expect("CORDON_TEST_PG");
-    let (admin, conn) = config.connect(NoTls).await.expect("connect to the test database");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let schema = format!(
-        "cordon_ckpt_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    migrate(&admin, &schema).await.expect("migrate");
+    let (admin, config, schema) = fresh_schema("cordon_ckpt").await;
     TestDb {
         admin,
         config,
@@ -131,18 +113,6 @@ fn published_sizes(target: &Path, chain: &str) -> Vec<u64> {
         .collect();
     sizes.sort();
     sizes
-}
-
-fn broken(e: PgVerifyError) -> (String, u64, PgBreakKind) {
-    match e {
-        PgVerifyError::Broken {
-            chain_id,
-            index,
-            kind,
-            ..
-        } => (chain_id, index, kind),
-        other => panic!("expected a broken row, got {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

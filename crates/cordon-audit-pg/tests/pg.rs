@@ -4,8 +4,6 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cordon_audit::{AuditStore, FileStore, Record, StoreOptions};
 use cordon_audit_pg::{
@@ -14,10 +12,8 @@ use cordon_audit_pg::{
 };
 use tokio_postgres::{Client, Config, NoTls};
 
-fn conn_str() -> String {
-    std::env::var("CORDON_TEST_PG")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_string())
-}
+mod common;
+use common::{broken, fresh_schema};
 
 struct TestDb {
     admin: Client,
@@ -25,22 +21,8 @@ struct TestDb {
     schema: String,
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
 async fn setup() -> TestDb {
-    let config = Config::from_str(&conn_str()).expect("CORDON_TEST_PG");
-    let (admin, conn) = config.connect(NoTls).await.expect("connect to the test database");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let schema = format!(
-        "cordon_test_{}_{}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    migrate(&admin, &schema).await.expect("migrate");
+    let (admin, config, schema) = fresh_schema("cordon_test").await;
     // Idempotent.
     migrate(&admin, &schema).await.expect("migrate again");
     TestDb {
@@ -92,18 +74,6 @@ async fn append_n(store: &PgStore, n: u64) -> Vec<u64> {
         out.push(store.append(&sample(i)).unwrap().await.unwrap());
     }
     out
-}
-
-fn broken(e: PgVerifyError) -> (String, u64, PgBreakKind) {
-    match e {
-        PgVerifyError::Broken {
-            chain_id,
-            index,
-            kind,
-            ..
-        } => (chain_id, index, kind),
-        other => panic!("expected a broken row, got {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,17 +310,7 @@ impl FileStore {
 
     /// Checkpoint counters since open.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
-        let s = &self.ckpt_stats;
-        CheckpointStats {
-            written: s.written.load(Ordering::Relaxed),
-            last_size: s.last_size.load(Ordering::Relaxed),
-            failures: s.failures.load(Ordering::Relaxed),
-            published: s.published.load(Ordering::Relaxed),
-            publish_failures: s.publish_failures.load(Ordering::Relaxed),
-            witnessed: s.witnessed.load(Ordering::Relaxed),
-            witness_failures: s.witness_failures.load(Ordering::Relaxed),
-            rejected: s.rejected.load(Ordering::Relaxed),
-        }
+        self.ckpt_stats.snapshot()
     }
 
     /// The store's checkpoint verifier key (`<origin>+<key id>+<base64 key>`).

@@ -102,17 +102,7 @@ impl CheckpointPublisher {
 
     /// Counters: `written` counts checkpoints handed over, the rest are the publication thread's.
     pub fn stats(&self) -> CheckpointStats {
-        let s = &self.stats;
-        CheckpointStats {
-            written: s.written.load(Ordering::Relaxed),
-            last_size: s.last_size.load(Ordering::Relaxed),
-            failures: s.failures.load(Ordering::Relaxed),
-            published: s.published.load(Ordering::Relaxed),
-            publish_failures: s.publish_failures.load(Ordering::Relaxed),
-            witnessed: s.witnessed.load(Ordering::Relaxed),
-            witness_failures: s.witness_failures.load(Ordering::Relaxed),
-            rejected: s.rejected.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 }
 

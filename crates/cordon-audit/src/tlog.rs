@@ -195,6 +195,22 @@ pub(crate) struct CkptStats {
     pub witness_failures: AtomicU64,
 }
 
+impl CkptStats {
+    pub(crate) fn snapshot(&self) -> crate::file_store::CheckpointStats {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::file_store::CheckpointStats {
+            written: n(&self.written),
+            last_size: n(&self.last_size),
+            failures: n(&self.failures),
+            published: n(&self.published),
+            publish_failures: n(&self.publish_failures),
+            witnessed: n(&self.witnessed),
+            witness_failures: n(&self.witness_failures),
+            rejected: n(&self.rejected),
+        }
+    }
+}
+
 /// A checkpoint to sign and publish: the tree at `size`, and the leaf hashes appended since the
 /// previous job (only sent when there are publication targets).
 pub(crate) struct CkptJob {

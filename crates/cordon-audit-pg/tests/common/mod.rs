@@ -1,0 +1,50 @@
+//! Shared by the PostgreSQL test files: the connection to the real server and a fresh schema per
+//! test.
+
+#![allow(dead_code)]
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cordon_audit_pg::{PgBreakKind, PgVerifyError, migrate};
+use tokio_postgres::{Client, Config, NoTls};
+
+/// `CORDON_TEST_PG`, default `host=127.0.0.1 port=5432 user=postgres dbname=test` (a superuser).
+pub fn conn_str() -> String {
+    std::env::var("CORDON_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".to_string())
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// An administrator connection and a new, migrated schema `<prefix>_<pid>_<nanos>_<n>`.
+pub async fn fresh_schema(prefix: &str) -> (Client, Config, String) {
+    let config = Config::from_str(&conn_str()).expect("CORDON_TEST_PG");
+    let (admin, conn) = config.connect(NoTls).await.expect("connect to the test database");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let schema = format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    migrate(&admin, &schema).await.expect("migrate");
+    (admin, config, schema)
+}
+
+/// (chain, index, kind) of a verification that found a bad row.
+pub fn broken(e: PgVerifyError) -> (String, u64, PgBreakKind) {
+    match e {
+        PgVerifyError::Broken {
+            chain_id,
+            index,
+            kind,
+            ..
+        } => (chain_id, index, kind),
+        other => panic!("expected a broken row, got {other}"),
+    }
+}
