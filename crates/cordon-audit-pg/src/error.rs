@@ -37,6 +37,11 @@ pub enum PgError {
         index: u64,
         why: &'static str,
     },
+    /// Another writer (another gateway with the same chain id) holds the chain's lock.
+    #[error(
+        "audit store {store}: chain {chain_id} is being written by another gateway (one writer per chain: give each replica its own chain id)"
+    )]
+    ChainInUse { store: String, chain_id: String },
     /// The chain's checkpoints forbid writing: another key signs it, or a checkpoint (in the
     /// table or published) covers more records than the chain holds.
     #[error("audit store {store}: {why}; run `cordon audit verify`")]
@@ -65,6 +70,9 @@ impl PgError {
                 chain_id, index, why, ..
             } => format!("chain {chain_id} head at index {index} is damaged ({why})"),
             PgError::Checkpoint { chain_id, why, .. } => format!("chain {chain_id}: {why}"),
+            PgError::ChainInUse { chain_id, .. } => {
+                format!("chain {chain_id} is being written by another gateway")
+            }
             other => other.to_string(),
         }
     }

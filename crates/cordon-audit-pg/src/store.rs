@@ -36,6 +36,8 @@ use crate::url::{StoreUrl, checked_chain_id, checked_ident, redact_config};
 
 /// Bytes a body adds around the record JSON (`{"i":<20 digits>,"prev":"<64 hex>","rec":` + `}`).
 const ENVELOPE_OVERHEAD: usize = 5 + 20 + 9 + 64 + 8 + 1;
+/// How long opening waits for another writer's lock on the chain.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// How often an unhealthy, idle writer retries the database.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -272,6 +274,8 @@ impl PgStore {
             chain_id: chain_id.clone(),
             copy_sql,
             head_sql,
+            lock_sql: "SELECT pg_try_advisory_lock(hashtextextended($1, 7243513358117101663))".into(),
+            lock_key: format!("{schema}/{chain_id}"),
             conn: None,
             head: None,
             batch_max: opts.batch_max,
@@ -288,7 +292,18 @@ impl PgStore {
             ckpt_sql: CkptSql::new(&schema),
             flushes: Vec::new(),
         };
-        writer.ensure_ready().await?;
+        // The chain may still be locked by a writer that is stopping (a restart in this process,
+        // or an instance being replaced): wait a little for it before refusing.
+        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match writer.ensure_ready().await {
+                Ok(()) => break,
+                Err(PgError::ChainInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(writer.run(rx));
         Ok(PgStore {
@@ -420,6 +435,9 @@ struct Writer {
     chain_id: String,
     copy_sql: String,
     head_sql: String,
+    lock_sql: String,
+    /// `<schema>/<chain>`: what the chain's advisory lock is keyed on.
+    lock_key: String,
     conn: Option<Conn>,
     /// (next index, entry hash of the last record); `None` = reload from the table.
     head: Option<(u64, [u8; 32])>,
@@ -676,6 +694,22 @@ impl Writer {
                 .prepare_cached(&self.copy_sql)
                 .await
                 .map_err(PgError::db(&store, "prepare COPY"))?;
+            // One writer per chain: a session advisory lock on (schema, chain), held while this
+            // connection lives (the server drops it when the connection ends, crash included).
+            // A second gateway with the same chain id fails closed until the first is gone,
+            // instead of interleaving batches and publishing checkpoints that race each other.
+            let locked: bool = client
+                .query_one(&self.lock_sql, &[&self.lock_key])
+                .await
+                .map_err(PgError::db(&store, "lock the chain"))?
+                .try_get(0)
+                .map_err(PgError::db(&store, "lock the chain"))?;
+            if !locked {
+                return Err(PgError::ChainInUse {
+                    store,
+                    chain_id: self.chain_id.clone(),
+                });
+            }
             self.conn = Some(Conn { client, copy });
             self.head = None;
         }

@@ -679,3 +679,27 @@ async fn tls_connections_are_verified_and_never_fall_back_to_plaintext() {
     }
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_per_chain() {
+    let db = setup().await;
+    let first = db.open("gw-a").await;
+    append_n(&first, 2).await;
+    // A second gateway configured with the same chain id is refused, clearly, while the first writes.
+    let err = PgStore::open(db.opts("gw-a")).await.unwrap_err();
+    assert!(
+        matches!(err, cordon_audit_pg::PgError::ChainInUse { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("another gateway"), "{err}");
+    // Another chain id is fine, and once the first writer is gone the chain can be taken over.
+    let other = db.open("gw-b").await;
+    append_n(&other, 1).await;
+    other.close().await;
+    first.close().await;
+    let second = db.open("gw-a").await;
+    assert_eq!(append_n(&second, 1).await, vec![2]);
+    second.close().await;
+    db.verify().await.unwrap();
+    db.cleanup().await;
+}
