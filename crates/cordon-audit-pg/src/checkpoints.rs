@@ -367,6 +367,11 @@ impl Ckpt {
         Ok(())
     }
 
+    /// Restart the interval without cutting (the writer cannot cut one right now).
+    pub(crate) fn postpone(&mut self) {
+        self.last_at = Instant::now();
+    }
+
     /// Records in the tree.
     pub(crate) fn size(&self) -> u64 {
         self.tree.size()

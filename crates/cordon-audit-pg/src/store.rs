@@ -537,11 +537,12 @@ impl Writer {
         if !(ckpt.due() || interval_up) {
             return;
         }
-        // The head must be the last record of the tree (it is, unless a reload is pending).
-        let Some((next, head)) = self.head else { return };
-        if next != ckpt.size() {
+        // The head must be the last record of the tree (it is, unless a reload is pending). If
+        // not, try again an interval later (never spin on the idle timer).
+        let Some((_, head)) = self.head.filter(|(next, _)| *next == ckpt.size()) else {
+            ckpt.postpone();
             return;
-        }
+        };
         let client = self
             .conn
             .as_ref()
