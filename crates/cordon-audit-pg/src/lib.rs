@@ -32,6 +32,7 @@
 mod body;
 mod checkpoints;
 mod error;
+mod export;
 mod schema;
 mod store;
 mod tls;
@@ -41,6 +42,7 @@ mod verify;
 pub use body::{entry_and_leaf_hash, entry_hash, leaf_hash};
 pub use checkpoints::PgCheckpointOptions;
 pub use error::{PgError, describe_pg_error};
+pub use export::{PgExportError, export_chain};
 pub use schema::{APPEND_ONLY_MESSAGE, WRITER_ROLE, migrate, migrate_with_role};
 pub use store::{PgAck, PgStore, PgStoreOptions, PgStoreStats};
 pub use tls::{connect, connector};

@@ -468,3 +468,71 @@ async fn a_store_from_before_signed_checkpoints_says_to_migrate() {
     assert_eq!(db.verify(true).await.unwrap().records, 3);
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_exports_as_a_bundle_that_verifies_offline() {
+    let db = setup().await;
+    let store = db.open("gw-a").await;
+    append_n(&store, 12).await;
+    store.close().await;
+    let targets = [db.target.path().to_path_buf()];
+    let everything = cordon_audit::bundle::ExportFilter::default();
+    let bundle = cordon_audit_pg::export_chain(
+        &db.config,
+        &cordon_audit_pg::Tls::Off,
+        &db.schema,
+        "gw-a",
+        &targets,
+        "EU",
+        &everything,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle.manifest.origin, format!("cordon/{}/gw-a", db.schema));
+    assert_eq!(bundle.manifest.checkpoint_size, 12);
+    assert_eq!(bundle.records.len(), 12);
+    // Offline, from the file alone.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bundle.json");
+    cordon_audit::bundle::write_bundle(&bundle, &file).unwrap();
+    let summary =
+        cordon_audit::bundle::verify_bundle(&cordon_audit::bundle::read_bundle(&file).unwrap()).unwrap();
+    assert_eq!(summary.records, 12);
+    // One subject's records only.
+    let one = cordon_audit::bundle::ExportFilter {
+        subject: Some(format!("ps:{:032x}", 3)),
+        ..Default::default()
+    };
+    let bundle = cordon_audit_pg::export_chain(
+        &db.config,
+        &cordon_audit_pg::Tls::Off,
+        &db.schema,
+        "gw-a",
+        &targets,
+        "EU",
+        &one,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bundle.records.len(), 1);
+    // A damaged store is not exported.
+    let s = &db.schema;
+    db.tamper(&format!("DELETE FROM \"{s}\".records WHERE idx >= 10"))
+        .await;
+    let err = cordon_audit_pg::export_chain(
+        &db.config,
+        &cordon_audit_pg::Tls::Off,
+        &db.schema,
+        "gw-a",
+        &targets,
+        "EU",
+        &everything,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, cordon_audit_pg::PgExportError::Verify(_)), "{err}");
+    db.cleanup().await;
+}

@@ -318,163 +318,239 @@ pub fn export(
     filter: &ExportFilter,
     keystore: Option<&Keystore>,
 ) -> Result<Bundle, BundleError> {
-    let period = check_filter(filter).map_err(BundleError::InvalidFilter)?;
-    if jurisdiction.is_empty() {
-        return Err(BundleError::InvalidFilter("empty jurisdiction".into()));
-    }
-    let keystore = match (filter.decrypt, keystore) {
-        (true, None) => {
-            return Err(BundleError::InvalidFilter(
-                "decrypting payloads needs the keystore".into(),
-            ));
-        }
-        (true, Some(k)) => Some(k),
-        (false, _) => None,
-    };
+    // Checked before the store is read.
+    check_filter(filter).map_err(BundleError::InvalidFilter)?;
     retry_truncated(|| verify_store(store_dir))?;
     let vkey = read_verifier_key(store_dir)?;
-    let verifier = NoteVerifier::parse(&vkey).map_err(ProofError::from)?;
     let ckpts = tlog::list_checkpoints(store_dir).map_err(io_err(store_dir))?;
-    let Some((&size, path)) = ckpts.last_key_value() else {
+    let Some((_, path)) = ckpts.last_key_value() else {
         return Err(BundleError::NoCheckpoint {
             store: store_dir.to_path_buf(),
         });
     };
     let checkpoint = fs::read_to_string(path).map_err(io_err(path))?;
-    let c =
-        Checkpoint::open(checkpoint.as_bytes(), std::slice::from_ref(&verifier)).map_err(ProofError::from)?;
-    if c.size != size || c.origin != verifier.name() {
-        return Err(ProofError::Invalid(format!(
-            "checkpoint {} is not this store's checkpoint at size {size}",
-            path.display()
-        ))
-        .into());
-    }
-
-    let (leaves, selected, store_records, unattested) = retry_truncated(|| {
-        let mut leaves: Vec<Hash> = Vec::new();
-        let mut selected: Vec<Selected> = Vec::new();
-        let mut wanted: HashSet<uuid::Uuid> = HashSet::new();
-        let mut total = 0u64;
-        let mut unattested = 0u64;
-        read_bodies(store_dir, |i, body| {
-            total += 1;
-            if i < size {
-                leaves.push(merkle::leaf_hash(body));
-            }
-            // read_bodies has checked that every body is an envelope holding a valid record.
-            let Some(rec) = segment::parse_envelope(body).and_then(|e| serde_json::from_slice(e.rec).ok())
-            else {
-                return;
-            };
-            let take = match &rec {
-                Record::Decision(d) => decision_matches(d, jurisdiction, filter, &period),
-                Record::Completion(c) => wanted.contains(&c.decision_id),
-            };
-            if !take {
-                return;
-            }
-            if let Record::Decision(d) = &rec {
-                wanted.insert(d.decision_id);
-            }
-            if i < size {
-                selected.push(Selected {
-                    index: i,
-                    body: body.to_vec(),
-                    record: rec,
-                });
-            } else {
-                unattested += 1;
-            }
-        })?;
-        Ok((leaves, selected, total, unattested))
+    let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &checkpoint, keystore)?;
+    retry_truncated(|| {
+        builder.reset();
+        read_bodies(store_dir, |i, body| builder.push(i, body))
     })?;
-    if (leaves.len() as u64) < size {
-        return Err(ProofError::Invalid(format!(
-            "the checkpoint attests {size} records but the store holds {}",
-            leaves.len()
-        ))
-        .into());
-    }
+    builder.finish()
+}
 
-    let targets: Vec<usize> = selected.iter().map(|s| s.index as usize).collect();
-    let mut paths = vec![Vec::new(); targets.len()];
-    if root_and_paths(&leaves, 0, &targets, &mut paths) != c.root {
-        return Err(
-            ProofError::Invalid(format!("the records do not match the checkpoint at size {size}")).into(),
-        );
-    }
-    drop(leaves);
+/// Builds a bundle from any log, record by record: the log's verifier key and newest signed
+/// checkpoint first, then every record body in index order ([`ExportBuilder::push`]), then
+/// [`ExportBuilder::finish`]. Used by the directory store's [`export`] and by the PostgreSQL
+/// store's export of one chain. Verify the log before exporting it: the builder checks the
+/// records against the checkpoint's root, not the log's chain.
+pub struct ExportBuilder<'a> {
+    jurisdiction: &'a str,
+    filter: &'a ExportFilter,
+    period: Period,
+    keystore: Option<&'a Keystore>,
+    vkey: String,
+    checkpoint: String,
+    ckpt: Checkpoint,
+    leaves: Vec<Hash>,
+    selected: Vec<Selected>,
+    wanted: HashSet<uuid::Uuid>,
+    total: u64,
+    unattested: u64,
+}
 
-    let mut counts = Counts::default();
-    let mut records = Vec::with_capacity(selected.len());
-    for (s, path) in selected.into_iter().zip(paths) {
-        counts.records += 1;
-        let mut payload = None;
-        match &s.record {
-            Record::Decision(d) => {
-                counts.decisions += 1;
-                if let (Some(ks), Payload::Encrypted { .. }) = (keystore, &d.payload) {
-                    payload = Some(match ks.open_payload(jurisdiction, &d.payload) {
-                        Ok(plain) => {
-                            counts.payloads_decrypted += 1;
-                            match String::from_utf8(plain) {
-                                Ok(text) => PayloadExport::Decrypted {
-                                    encoding: "utf8".into(),
-                                    data: text,
-                                },
-                                Err(e) => PayloadExport::Decrypted {
-                                    encoding: "base64".into(),
-                                    data: B64.encode(e.into_bytes()),
-                                },
-                            }
-                        }
-                        Err(e) => {
-                            counts.payloads_unavailable += 1;
-                            let reason = match e {
-                                AuditError::KeyShredded { .. } => {
-                                    "the subject's payload key was shredded (payload erased)".to_string()
-                                }
-                                other => other.to_string(),
-                            };
-                            PayloadExport::Unavailable { reason }
-                        }
-                    });
-                }
-            }
-            Record::Completion(_) => counts.completions += 1,
+impl<'a> ExportBuilder<'a> {
+    /// `vkey`: the log's verifier key; `checkpoint`: its newest signed checkpoint (note text).
+    pub fn new(
+        jurisdiction: &'a str,
+        filter: &'a ExportFilter,
+        vkey: &str,
+        checkpoint: &str,
+        keystore: Option<&'a Keystore>,
+    ) -> Result<ExportBuilder<'a>, BundleError> {
+        let period = check_filter(filter).map_err(BundleError::InvalidFilter)?;
+        if jurisdiction.is_empty() {
+            return Err(BundleError::InvalidFilter("empty jurisdiction".into()));
         }
-        let env_rec = segment::parse_envelope(&s.body)
-            .map(|e| e.rec)
-            .unwrap_or_default();
-        let record = serde_json::from_slice(env_rec)
-            .map_err(|e| ProofError::Invalid(format!("record {}: {}", s.index, describe_json_error(&e))))?;
-        records.push(BundleRecord {
-            index: s.index,
-            leaf: B64.encode(&s.body),
-            proof: path.iter().map(|h| B64.encode(h)).collect(),
-            record,
-            payload,
-        });
+        let keystore = match (filter.decrypt, keystore) {
+            (true, None) => {
+                return Err(BundleError::InvalidFilter(
+                    "decrypting payloads needs the keystore".into(),
+                ));
+            }
+            (true, Some(k)) => Some(k),
+            (false, _) => None,
+        };
+        let verifier = NoteVerifier::parse(vkey.trim_end()).map_err(ProofError::from)?;
+        let ckpt = Checkpoint::open(checkpoint.as_bytes(), std::slice::from_ref(&verifier))
+            .map_err(ProofError::from)?;
+        if ckpt.origin != verifier.name() {
+            return Err(ProofError::Invalid(format!(
+                "the checkpoint's origin {:?} is not the log's {:?}",
+                ckpt.origin,
+                verifier.name()
+            ))
+            .into());
+        }
+        Ok(ExportBuilder {
+            jurisdiction,
+            filter,
+            period,
+            keystore,
+            vkey: vkey.trim_end().to_string(),
+            checkpoint: checkpoint.to_string(),
+            ckpt,
+            leaves: Vec::new(),
+            selected: Vec::new(),
+            wanted: HashSet::new(),
+            total: 0,
+            unattested: 0,
+        })
     }
-    let bundle = Bundle {
-        manifest: Manifest {
-            format: BUNDLE_FORMAT.into(),
-            jurisdiction: jurisdiction.into(),
-            origin: c.origin.clone(),
-            created: now_rfc3339_micros(),
-            filter: filter.clone(),
-            checkpoint_size: size,
-            store_records,
-            unattested_excluded: unattested,
-            counts,
-        },
-        vkey,
-        checkpoint,
-        records,
-    };
-    verify_bundle(&bundle)?;
-    Ok(bundle)
+
+    /// Forget the records pushed so far (to read the log again).
+    pub fn reset(&mut self) {
+        self.leaves.clear();
+        self.selected.clear();
+        self.wanted.clear();
+        self.total = 0;
+        self.unattested = 0;
+    }
+
+    /// The next record body (index `i`, in order from 0).
+    pub fn push(&mut self, i: u64, body: &[u8]) {
+        let size = self.ckpt.size;
+        self.total += 1;
+        if i < size {
+            self.leaves.push(merkle::leaf_hash(body));
+        }
+        // The log was verified: every body is an envelope holding a valid record.
+        let Some(rec) = segment::parse_envelope(body).and_then(|e| serde_json::from_slice(e.rec).ok()) else {
+            return;
+        };
+        let take = match &rec {
+            Record::Decision(d) => decision_matches(d, self.jurisdiction, self.filter, &self.period),
+            Record::Completion(c) => self.wanted.contains(&c.decision_id),
+        };
+        if !take {
+            return;
+        }
+        if let Record::Decision(d) = &rec {
+            self.wanted.insert(d.decision_id);
+        }
+        if i < size {
+            self.selected.push(Selected {
+                index: i,
+                body: body.to_vec(),
+                record: rec,
+            });
+        } else {
+            self.unattested += 1;
+        }
+    }
+
+    /// The bundle, checked with [`verify_bundle`].
+    pub fn finish(self) -> Result<Bundle, BundleError> {
+        let ExportBuilder {
+            jurisdiction,
+            filter,
+            keystore,
+            vkey,
+            checkpoint,
+            ckpt: c,
+            leaves,
+            selected,
+            total: store_records,
+            unattested,
+            ..
+        } = self;
+        let size = c.size;
+        if (leaves.len() as u64) < size {
+            return Err(ProofError::Invalid(format!(
+                "the checkpoint attests {size} records but the log holds {}",
+                leaves.len()
+            ))
+            .into());
+        }
+        let targets: Vec<usize> = selected.iter().map(|s| s.index as usize).collect();
+        let mut paths = vec![Vec::new(); targets.len()];
+        if root_and_paths(&leaves, 0, &targets, &mut paths) != c.root {
+            return Err(ProofError::Invalid(format!(
+                "the records do not match the checkpoint at size {size}"
+            ))
+            .into());
+        }
+        drop(leaves);
+
+        let mut counts = Counts::default();
+        let mut records = Vec::with_capacity(selected.len());
+        for (s, path) in selected.into_iter().zip(paths) {
+            counts.records += 1;
+            let mut payload = None;
+            match &s.record {
+                Record::Decision(d) => {
+                    counts.decisions += 1;
+                    if let (Some(ks), Payload::Encrypted { .. }) = (keystore, &d.payload) {
+                        payload = Some(match ks.open_payload(jurisdiction, &d.payload) {
+                            Ok(plain) => {
+                                counts.payloads_decrypted += 1;
+                                match String::from_utf8(plain) {
+                                    Ok(text) => PayloadExport::Decrypted {
+                                        encoding: "utf8".into(),
+                                        data: text,
+                                    },
+                                    Err(e) => PayloadExport::Decrypted {
+                                        encoding: "base64".into(),
+                                        data: B64.encode(e.into_bytes()),
+                                    },
+                                }
+                            }
+                            Err(e) => {
+                                counts.payloads_unavailable += 1;
+                                let reason = match e {
+                                    AuditError::KeyShredded { .. } => {
+                                        "the subject's payload key was shredded (payload erased)".to_string()
+                                    }
+                                    other => other.to_string(),
+                                };
+                                PayloadExport::Unavailable { reason }
+                            }
+                        });
+                    }
+                }
+                Record::Completion(_) => counts.completions += 1,
+            }
+            let env_rec = segment::parse_envelope(&s.body)
+                .map(|e| e.rec)
+                .unwrap_or_default();
+            let record = serde_json::from_slice(env_rec).map_err(|e| {
+                ProofError::Invalid(format!("record {}: {}", s.index, describe_json_error(&e)))
+            })?;
+            records.push(BundleRecord {
+                index: s.index,
+                leaf: B64.encode(&s.body),
+                proof: path.iter().map(|h| B64.encode(h)).collect(),
+                record,
+                payload,
+            });
+        }
+        let bundle = Bundle {
+            manifest: Manifest {
+                format: BUNDLE_FORMAT.into(),
+                jurisdiction: jurisdiction.into(),
+                origin: c.origin.clone(),
+                created: now_rfc3339_micros(),
+                filter: filter.clone(),
+                checkpoint_size: size,
+                store_records,
+                unattested_excluded: unattested,
+                counts,
+            },
+            vkey,
+            checkpoint,
+            records,
+        };
+        verify_bundle(&bundle)?;
+        Ok(bundle)
+    }
 }
 
 /// Write `bundle` to `out` as one pretty-printed JSON document (atomically: temp file, rename).

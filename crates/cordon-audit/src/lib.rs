@@ -75,7 +75,8 @@ mod verify;
 mod writer;
 
 pub use bundle::{
-    Bundle, BundleError, BundleSummary, ExportFilter, export, read_bundle, verify_bundle, write_bundle,
+    Bundle, BundleError, BundleSummary, ExportBuilder, ExportFilter, export, read_bundle, verify_bundle,
+    write_bundle,
 };
 pub use commit_stats::CommitSnapshot;
 pub use error::{AuditError, BreakKind, VerifyError};

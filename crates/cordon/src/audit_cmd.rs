@@ -86,6 +86,10 @@ pub enum Command {
         /// Include decrypted payloads where the subject's key still exists.
         #[arg(long)]
         decrypt: bool,
+        /// PostgreSQL stores: the chain (gateway replica) to export; each chain is its own log and
+        /// bundle. Default: this gateway's chain.
+        #[arg(long)]
+        chain: Option<String>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -194,10 +198,17 @@ pub fn run(c: Command) -> Result<ExitCode> {
             from,
             to,
             decrypt,
+            chain,
             out,
         } => {
             let subject = subject.map(|s| vouched.export_input(&at, &s)).transpose()?;
-            export(&at, &jurisdiction, subject.as_deref(), from, to, decrypt, &out)
+            let filter = Filter {
+                subject: subject.as_deref(),
+                from,
+                to,
+                decrypt,
+            };
+            export(&at, &jurisdiction, filter, chain.as_deref(), &out)
         }
         Command::VerifyBundle { file, vkey } => verify_bundle(&file, vkey.as_deref()),
         Command::InitPostgres { store } => init_postgres(&store),
@@ -665,18 +676,30 @@ fn keystore(w: &Where) -> Result<cordon_audit::Keystore> {
     Ok(cordon_audit::Keystore::open(&keys, master)?)
 }
 
-fn export(
-    w: &Where,
-    jurisdiction: &str,
-    // The pseudonym input (`VouchedBy::subject_key`), not the raw id.
-    subject: Option<&str>,
+/// What `audit export` selects.
+struct Filter<'a> {
+    /// The pseudonym input (`VouchedBy::subject_key`), not the raw id.
+    subject: Option<&'a str>,
     from: Option<String>,
     to: Option<String>,
     decrypt: bool,
+}
+
+fn export(
+    w: &Where,
+    jurisdiction: &str,
+    f: Filter<'_>,
+    chain: Option<&str>,
     out: &std::path::Path,
 ) -> Result<ExitCode> {
-    let dir = find_dir(w, jurisdiction)?;
-    let subject = match subject {
+    let policy = crate::policy_cmd::load(w.config.as_deref())?;
+    let Some(store) = stores(&policy, &w.data.data_dir)
+        .into_iter()
+        .find(|s| s.label == jurisdiction)
+    else {
+        bail!("no audit store for '{jurisdiction}' under this policy and data dir");
+    };
+    let subject = match f.subject {
         Some(raw) => {
             let p = cordon_audit::Pseudonymizer::open(&w.data.data_dir.join("keys"))?;
             // A lookup: never create a pseudonym key (verify reads one as a sign of records).
@@ -689,12 +712,32 @@ fn export(
     };
     let filter = cordon_audit::bundle::ExportFilter {
         subject,
-        from,
-        to,
-        decrypt,
+        from: f.from,
+        to: f.to,
+        decrypt: f.decrypt,
     };
-    let ks = if decrypt { Some(keystore(w)?) } else { None };
-    let bundle = cordon_audit::bundle::export(&dir, jurisdiction, &filter, ks.as_ref())?;
+    let ks = if f.decrypt { Some(keystore(w)?) } else { None };
+    let bundle = match &store.key {
+        StoreKey::Dir(_) if chain.is_some() => bail!("--chain is for PostgreSQL stores"),
+        StoreKey::Dir(dir) => cordon_audit::bundle::export(dir, jurisdiction, &filter, ks.as_ref())?,
+        StoreKey::Postgres { url, chain: own } => {
+            let parsed = cordon_audit_pg::parse_store_url(url)?;
+            let chain = chain.unwrap_or(own);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cordon_audit_pg::export_chain(
+                &parsed.config,
+                &parsed.tls,
+                &parsed.schema,
+                chain,
+                &store.external,
+                jurisdiction,
+                &filter,
+                ks.as_ref(),
+            ))?
+        }
+    };
     cordon_audit::bundle::write_bundle(&bundle, out)?;
     let summary = cordon_audit::bundle::verify_bundle(&bundle)?;
     println!("wrote {}\n{summary}", out.display());

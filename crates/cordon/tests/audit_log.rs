@@ -259,7 +259,84 @@ audit:
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // /metrics shows the chain's commits and checkpoints, labelled by jurisdiction (never the URL).
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> u64 {
+        let prefix = format!("{name}{{store=\"EU\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    assert!(counter("cordon_audit_records_total") >= 20);
+    assert!(counter("cordon_audit_checkpoints_total") >= 1);
+    assert!(counter("cordon_audit_checkpoint_publications_total") >= 1);
+    assert_eq!(counter("cordon_audit_checkpoint_publish_rejected_total"), 0);
+    assert!(!metrics.contains("postgres://"), "{metrics}");
+    // A graceful stop (SIGTERM) covers the records written since with a final, published
+    // checkpoint.
+    for i in 0..3 {
+        let (status, _, body) = post(
+            &gw.url,
+            "/v1/chat/completions",
+            Some(&de),
+            chat("chat", &format!("late {i}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut gw = gw;
+    let pid = gw.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "cordon serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {schema}.records"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        std::fs::read_to_string(&latest).ok().and_then(size),
+        Some(all),
+        "the shutdown checkpoint covers all {all} records"
+    );
     drop(gw);
+    // A regulator's bundle of the chain, checked offline.
+    let bundle = tmp.path().join("eu-bundle.json");
+    let cfg_s = cfg.to_str().unwrap();
+    let (code, out) = cli(&[
+        "audit",
+        "export",
+        "--config",
+        cfg_s,
+        "--data-dir",
+        d,
+        "--jurisdiction",
+        "EU",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("cordon/{schema}/gw-fra-1")), "{out}");
     // A database owner cuts the tail of the chain and the checkpoint rows that covered it. The
     // database alone still verifies; against the published checkpoints it does not.
     admin
