@@ -116,3 +116,38 @@ pub async fn export_chain(
     txn.commit().await.map_err(db("commit"))?;
     Ok(builder.finish()?)
 }
+
+/// Every record of chain `chain_id` with its index, in order, after verifying the store (against
+/// the checkpoints published in `published`, when given): what `cordon audit show` renders.
+pub async fn read_chain_records(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+    chain_id: &str,
+    published: &[PathBuf],
+) -> Result<Vec<(u64, cordon_audit::Record)>, PgExportError> {
+    let s = checked_ident("schema", schema)?.to_string();
+    let chain_id = checked_chain_id(chain_id)?;
+    let store = format!("{}?schema={s}", redact_config(config));
+    verify_with_published(config, tls, &s, published).await?;
+    let client = crate::tls::connect(config, tls).await?;
+    let db = |op: &'static str| PgError::db(&store, op);
+    let rows = client
+        .query_raw(
+            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 ORDER BY idx"),
+            [&chain_id],
+        )
+        .await
+        .map_err(db("read records"))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
+        let idx: i64 = row.try_get(0).map_err(db("read records"))?;
+        let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
+        // Verified just above; a row appended since that does not parse is skipped, not shown.
+        if let Some(rec) = crate::body::parse_body(body).and_then(|e| serde_json::from_slice(e.rec).ok()) {
+            out.push((u64::try_from(idx).unwrap_or(u64::MAX), rec));
+        }
+    }
+    Ok(out)
+}

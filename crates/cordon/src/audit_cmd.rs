@@ -55,6 +55,9 @@ pub enum Command {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// PostgreSQL stores: the chain (gateway replica) to show. Default: this gateway's.
+        #[arg(long)]
+        chain: Option<String>,
     },
     /// Create (idempotently) the PostgreSQL audit schema, its append-only triggers and the writer
     /// role (INSERT/SELECT only). Connect as an administrator; the gateway then connects with
@@ -229,7 +232,8 @@ pub fn run(c: Command) -> Result<ExitCode> {
             at,
             jurisdiction,
             json,
-        } => show(&at, &jurisdiction, json),
+            chain,
+        } => show(&at, &jurisdiction, json, chain.as_deref()),
         Command::Shred {
             at,
             subject,
@@ -363,18 +367,22 @@ fn evidence_of_records(s: &StoreRef, data_dir: &std::path::Path) -> Option<Strin
         .then(|| format!("{j} has a pseudonym key (the gateway decided about subjects of {j})"))
 }
 
-fn find_dir(w: &Where, jurisdiction: &str) -> Result<PathBuf> {
+/// The store of `jurisdiction` under the policy and data dir.
+fn find_store(w: &Where, jurisdiction: &str) -> Result<StoreRef> {
     let policy = crate::policy_cmd::load(w.config.as_deref())?;
     match stores(&policy, &w.data.data_dir)
         .into_iter()
         .find(|s| s.label == jurisdiction)
     {
-        Some(StoreRef {
-            key: StoreKey::Dir(p),
-            ..
-        }) => Ok(p),
-        Some(_) => bail!("the store for '{jurisdiction}' is not a directory store"),
+        Some(s) => Ok(s),
         None => bail!("no audit store for '{jurisdiction}' under this policy and data dir"),
+    }
+}
+
+fn find_dir(w: &Where, jurisdiction: &str) -> Result<PathBuf> {
+    match find_store(w, jurisdiction)?.key {
+        StoreKey::Dir(p) => Ok(p),
+        StoreKey::Postgres { .. } => bail!("the store for '{jurisdiction}' is not a directory store"),
     }
 }
 
@@ -598,9 +606,25 @@ fn inclusion(dir: &std::path::Path, index: u64) -> Result<String> {
     Ok(serde_json::to_string_pretty(&out)?)
 }
 
-fn show(w: &Where, jurisdiction: &str, json: bool) -> Result<ExitCode> {
-    let path = find_dir(w, jurisdiction)?;
-    let records = read_records(&path)?;
+fn show(w: &Where, jurisdiction: &str, json: bool, chain: Option<&str>) -> Result<ExitCode> {
+    let store = find_store(w, jurisdiction)?;
+    let records = match &store.key {
+        StoreKey::Dir(_) if chain.is_some() => bail!("--chain is for PostgreSQL stores"),
+        StoreKey::Dir(path) => read_records(path)?,
+        StoreKey::Postgres { url, chain: own } => {
+            let parsed = cordon_audit_pg::parse_store_url(url)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cordon_audit_pg::read_chain_records(
+                &parsed.config,
+                &parsed.tls,
+                &parsed.schema,
+                chain.unwrap_or(own),
+                &store.external,
+            ))?
+        }
+    };
     if json {
         for (_, rec) in records {
             println!("{}", serde_json::to_string(&rec)?);
@@ -692,13 +716,7 @@ fn export(
     chain: Option<&str>,
     out: &std::path::Path,
 ) -> Result<ExitCode> {
-    let policy = crate::policy_cmd::load(w.config.as_deref())?;
-    let Some(store) = stores(&policy, &w.data.data_dir)
-        .into_iter()
-        .find(|s| s.label == jurisdiction)
-    else {
-        bail!("no audit store for '{jurisdiction}' under this policy and data dir");
-    };
+    let store = find_store(w, jurisdiction)?;
     let subject = match f.subject {
         Some(raw) => {
             let p = cordon_audit::Pseudonymizer::open(&w.data.data_dir.join("keys"))?;

@@ -337,6 +337,32 @@ audit:
     let (code, out) = cli(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("cordon/{schema}/gw-fra-1")), "{out}");
+    // And the records, for people and for machines.
+    let (code, out) = cli(&[
+        "audit",
+        "show",
+        "--config",
+        cfg_s,
+        "--data-dir",
+        d,
+        "--jurisdiction",
+        "EU",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count() as i64, all, "{out}");
+    let (code, out) = cli(&[
+        "audit",
+        "show",
+        "--config",
+        cfg_s,
+        "--data-dir",
+        d,
+        "--jurisdiction",
+        "EU",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allowed"), "{out}");
     // A database owner cuts the tail of the chain and the checkpoint rows that covered it. The
     // database alone still verifies; against the published checkpoints it does not.
     admin
