@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::error::AuditError;
-use crate::key_wrap::{KeyWrap, LocalMasterKey};
+use crate::key_wrap::{KeyWrap, KeyWrapError, LocalMasterKey};
 use crate::keyfile::{check_component, create_private_dir, create_private_file, destroy_file, sync_dir};
 use crate::record::Payload;
 
@@ -203,7 +203,11 @@ impl Keystore {
     fn wrap(&self, jurisdiction: &str, key_id: &str, dk: &[u8; 32]) -> Result<Vec<u8>, AuditError> {
         self.master
             .wrap(&aad(WRAP_AAD, jurisdiction, key_id), dk)
-            .map_err(|_| AuditError::Crypto("wrapping a data key failed"))
+            .map_err(|e| AuditError::Io {
+                path: self.jurisdiction_dir(jurisdiction),
+                op: "wrap data key",
+                source: Arc::new(io::Error::other(e.to_string())),
+            })
     }
 
     fn load(&self, path: &Path, jurisdiction: &str, key_id: &str) -> Result<Option<LessSafeKey>, AuditError> {
@@ -222,9 +226,17 @@ impl Keystore {
         let dk = self
             .master
             .unwrap(&aad(WRAP_AAD, jurisdiction, key_id), &bytes)
-            .map_err(|e| AuditError::Key {
-                path: dir.clone(),
-                detail: e.to_string(),
+            .map_err(|e| match e {
+                // The wrapper could not run (a KMS outage): an availability failure, not a bad key.
+                KeyWrapError::Unavailable(why) => AuditError::Io {
+                    path: dir.clone(),
+                    op: "unwrap data key",
+                    source: Arc::new(io::Error::other(why)),
+                },
+                other => AuditError::Key {
+                    path: dir.clone(),
+                    detail: other.to_string(),
+                },
             })?;
         aes_key(&dk).map(Some)
     }
@@ -455,6 +467,30 @@ mod tests {
             again.open_payload("EU", &p),
             Err(AuditError::KeyShredded { .. })
         ));
+    }
+
+    /// A KMS that is down: wrapping and unwrapping fail as unavailable.
+    struct DownKms;
+
+    impl KeyWrap for DownKms {
+        fn wrap(&self, _: &[u8], _: &[u8; 32]) -> Result<Vec<u8>, crate::KeyWrapError> {
+            Err(crate::KeyWrapError::Unavailable("kms unreachable".into()))
+        }
+        fn unwrap(&self, _: &[u8], _: &[u8]) -> Result<[u8; 32], crate::KeyWrapError> {
+            Err(crate::KeyWrapError::Unavailable("kms unreachable".into()))
+        }
+    }
+
+    #[test]
+    fn a_kms_outage_is_an_availability_failure_not_a_bad_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Keystore::open(dir.path(), [5; 32])
+            .unwrap()
+            .seal("EU", "alice", b"x")
+            .unwrap();
+        let down = Keystore::open_with(dir.path(), Arc::new(DownKms)).unwrap();
+        assert!(matches!(down.open_payload("EU", &p), Err(AuditError::Io { .. })));
+        assert!(matches!(down.seal("EU", "bob", b"y"), Err(AuditError::Io { .. })));
     }
 
     #[test]
