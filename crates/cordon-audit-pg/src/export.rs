@@ -27,6 +27,8 @@ pub enum PgExportError {
     NoCheckpoint { store: String, chain_id: String },
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error("proof: {0}")]
+    Proof(String),
 }
 
 /// Export the records of chain `chain_id` in `schema` that match `filter` (decisions of
@@ -58,44 +60,7 @@ pub async fn export_chain(
         .start()
         .await
         .map_err(db("begin"))?;
-    // The key the publication target names is the trusted one (verification checked the table's
-    // agrees with it); without a target, the table's.
-    let published_key = published
-        .iter()
-        .find_map(|t| std::fs::read_to_string(t.join(chain_id).join("checkpoint.vkey")).ok());
-    let vkey = match published_key {
-        Some(k) => k,
-        None => txn
-            .query_opt(
-                &format!("SELECT vkey FROM \"{s}\".chain_keys WHERE chain_id = $1"),
-                &[&chain_id],
-            )
-            .await
-            .map_err(db("read the chain's key"))?
-            .map(|r| r.try_get::<_, String>(0))
-            .transpose()
-            .map_err(db("read the chain's key"))?
-            .ok_or_else(|| PgExportError::NoCheckpoint {
-                store: store.clone(),
-                chain_id: chain_id.to_string(),
-            })?,
-    };
-    let note: String = txn
-        .query_opt(
-            &format!(
-                "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL ORDER BY tree_size DESC LIMIT 1"
-            ),
-            &[&chain_id],
-        )
-        .await
-        .map_err(db("read checkpoints"))?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(db("read checkpoints"))?
-        .ok_or_else(|| PgExportError::NoCheckpoint {
-            store: store.clone(),
-            chain_id: chain_id.to_string(),
-        })?;
+    let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
     let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &note, keystore)?;
     let stmt = txn
         .prepare(&format!(
@@ -115,6 +80,139 @@ pub async fn export_chain(
     }
     txn.commit().await.map_err(db("commit"))?;
     Ok(builder.finish()?)
+}
+
+/// The chain's verifier key (the publication target's, which verification checked the table's
+/// agrees with; without a target, the table's) and its newest signed checkpoint (note text).
+async fn key_and_newest_checkpoint(
+    txn: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    store: &str,
+    chain_id: &str,
+    published: &[PathBuf],
+) -> Result<(String, String), PgExportError> {
+    let db = |op: &'static str| PgError::db(store, op);
+    let none = || PgExportError::NoCheckpoint {
+        store: store.to_string(),
+        chain_id: chain_id.to_string(),
+    };
+    let published_key = published
+        .iter()
+        .find_map(|t| std::fs::read_to_string(t.join(chain_id).join("checkpoint.vkey")).ok());
+    let vkey = match published_key {
+        Some(k) => k,
+        None => txn
+            .query_opt(
+                &format!("SELECT vkey FROM \"{s}\".chain_keys WHERE chain_id = $1"),
+                &[&chain_id],
+            )
+            .await
+            .map_err(db("read the chain's key"))?
+            .map(|r| r.try_get::<_, String>(0))
+            .transpose()
+            .map_err(db("read the chain's key"))?
+            .ok_or_else(none)?,
+    };
+    let note: String = txn
+        .query_opt(
+            &format!(
+                "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL ORDER BY tree_size DESC LIMIT 1"
+            ),
+            &[&chain_id],
+        )
+        .await
+        .map_err(db("read checkpoints"))?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(db("read checkpoints"))?
+        .ok_or_else(none)?;
+    Ok((vkey, note))
+}
+
+/// Which record of a chain to prove.
+#[derive(Clone, Debug)]
+pub enum ProveTarget {
+    Index(u64),
+    /// A decision record, by its id (the `x-cordon-decision-id` of a request).
+    Decision(String),
+}
+
+/// An inclusion proof of one record of chain `chain_id` under its newest signed checkpoint,
+/// after verifying the store (against `published`, when given); with the chain's verifier key.
+pub async fn prove_chain_inclusion(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+    chain_id: &str,
+    published: &[PathBuf],
+    target: &ProveTarget,
+) -> Result<(String, cordon_audit::InclusionBundle), PgExportError> {
+    let s = checked_ident("schema", schema)?.to_string();
+    let chain_id = checked_chain_id(chain_id)?;
+    let store = format!("{}?schema={s}", redact_config(config));
+    verify_with_published(config, tls, &s, published).await?;
+    let mut client = crate::tls::connect(config, tls).await?;
+    let db = |op: &'static str| PgError::db(&store, op);
+    let txn = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db("begin"))?;
+    let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
+    let verifier = cordon_audit::note::NoteVerifier::parse(vkey.trim_end())
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    let ckpt = cordon_audit::checkpoint::Checkpoint::open(note.as_bytes(), std::slice::from_ref(&verifier))
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    let rows = txn
+        .query_raw(
+            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
+            [
+                &chain_id as &(dyn tokio_postgres::types::ToSql + Sync),
+                &i64::try_from(ckpt.size).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map_err(db("read records"))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut leaves = Vec::new();
+    let mut found: Option<(u64, Vec<u8>)> = None;
+    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
+        let idx: i64 = row.try_get(0).map_err(db("read records"))?;
+        let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
+        let idx = u64::try_from(idx).unwrap_or(u64::MAX);
+        leaves.push(cordon_audit::merkle::leaf_hash(body));
+        let hit = match target {
+            ProveTarget::Index(i) => *i == idx,
+            ProveTarget::Decision(id) => crate::body::parse_body(body)
+                .and_then(|e| serde_json::from_slice::<cordon_audit::Record>(e.rec).ok())
+                .is_some_and(
+                    |r| matches!(r, cordon_audit::Record::Decision(d) if d.decision_id.to_string() == *id),
+                ),
+        };
+        if hit && found.is_none() {
+            found = Some((idx, body.to_vec()));
+        }
+    }
+    txn.commit().await.map_err(db("commit"))?;
+    let Some((index, body)) = found else {
+        return Err(PgExportError::Proof(format!(
+            "{target:?} is not among the {} records of chain {chain_id} its newest checkpoint covers",
+            ckpt.size
+        )));
+    };
+    if leaves.len() as u64 != ckpt.size || cordon_audit::merkle::root(&leaves) != ckpt.root {
+        return Err(PgExportError::Proof(format!(
+            "the records do not match the checkpoint at size {}",
+            ckpt.size
+        )));
+    }
+    let bundle = cordon_audit::inclusion_bundle(&leaves, index, &body, note)
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    cordon_audit::verify_inclusion_bundle(&bundle, vkey.trim_end())
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    Ok((vkey.trim_end().to_string(), bundle))
 }
 
 /// Every record of chain `chain_id` with its index, in order, after verifying the store (against

@@ -139,13 +139,25 @@ pub fn prove_inclusion(dir: &Path, index: u64) -> Result<InclusionBundle, ProofE
             "the records do not match the checkpoint at size {size}"
         )));
     }
-    let path = merkle::inclusion_proof(&leaves[..size as usize], index)?;
+    inclusion_bundle(&leaves[..size as usize], index, &body, text)
+}
+
+/// The inclusion proof of record `index` (whose body is `body`) in the tree of `leaves`, under
+/// `checkpoint` (the signed note of that tree): for logs kept elsewhere, such as a PostgreSQL
+/// chain. Check it with [`verify_inclusion_bundle`].
+pub fn inclusion_bundle(
+    leaves: &[Hash],
+    index: u64,
+    body: &[u8],
+    checkpoint: String,
+) -> Result<InclusionBundle, ProofError> {
+    let path = merkle::inclusion_proof(leaves, index)?;
     Ok(InclusionBundle {
         leaf: B64.encode(body),
         index,
-        tree_size: size,
+        tree_size: leaves.len() as u64,
         path: b64_hashes(&path),
-        checkpoint: text,
+        checkpoint,
     })
 }
 

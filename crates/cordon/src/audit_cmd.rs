@@ -41,9 +41,12 @@ pub enum Command {
         /// ... or the decision id (the `x-cordon-decision-id` of a request) ...
         #[arg(long, conflicts_with = "consistency")]
         decision_id: Option<String>,
-        /// ... or two checkpoint sizes OLD NEW.
+        /// ... or two checkpoint sizes OLD NEW (directory stores).
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
         consistency: Option<Vec<u64>>,
+        /// PostgreSQL stores: the chain (gateway replica). Default: this gateway's.
+        #[arg(long)]
+        chain: Option<String>,
     },
     /// Print the records of one jurisdiction's store: a table for people, or JSON lines.
     Show {
@@ -221,9 +224,11 @@ pub fn run(c: Command) -> Result<ExitCode> {
             index,
             decision_id,
             consistency,
+            chain,
         } => prove(
             &at,
             &jurisdiction,
+            chain.as_deref(),
             index,
             decision_id.as_deref(),
             consistency.as_deref(),
@@ -376,13 +381,6 @@ fn find_store(w: &Where, jurisdiction: &str) -> Result<StoreRef> {
     {
         Some(s) => Ok(s),
         None => bail!("no audit store for '{jurisdiction}' under this policy and data dir"),
-    }
-}
-
-fn find_dir(w: &Where, jurisdiction: &str) -> Result<PathBuf> {
-    match find_store(w, jurisdiction)?.key {
-        StoreKey::Dir(p) => Ok(p),
-        StoreKey::Postgres { .. } => bail!("the store for '{jurisdiction}' is not a directory store"),
     }
 }
 
@@ -570,11 +568,38 @@ fn verify_pg(url: &str, expect: Option<&str>, published: &[PathBuf]) -> Result<S
 fn prove(
     w: &Where,
     jurisdiction: &str,
+    chain: Option<&str>,
     index: Option<u64>,
     decision_id: Option<&str>,
     consistency: Option<&[u64]>,
 ) -> Result<ExitCode> {
-    let dir = find_dir(w, jurisdiction)?;
+    let store = find_store(w, jurisdiction)?;
+    let dir = match &store.key {
+        StoreKey::Dir(_) if chain.is_some() => bail!("--chain is for PostgreSQL stores"),
+        StoreKey::Dir(dir) => dir.clone(),
+        StoreKey::Postgres { url, chain: own } => {
+            let target = match (index, decision_id) {
+                (Some(i), _) => cordon_audit_pg::ProveTarget::Index(i),
+                (None, Some(id)) => cordon_audit_pg::ProveTarget::Decision(id.to_string()),
+                (None, None) => bail!("a PostgreSQL chain proves inclusion: give --index or --decision-id"),
+            };
+            let parsed = cordon_audit_pg::parse_store_url(url)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (vkey, b) = rt.block_on(cordon_audit_pg::prove_chain_inclusion(
+                &parsed.config,
+                &parsed.tls,
+                &parsed.schema,
+                chain.unwrap_or(own),
+                &store.external,
+                &target,
+            ))?;
+            let out = serde_json::json!({ "verifier_key": vkey, "inclusion": b });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let json = match (index, decision_id, consistency) {
         (_, _, Some([old, new])) => {
             let b = cordon_audit::prove_consistency(&dir, *old, *new)?;

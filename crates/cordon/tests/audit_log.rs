@@ -363,6 +363,33 @@ audit:
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("allowed"), "{out}");
+    // An inclusion proof of one decision, by id, under the chain's newest checkpoint.
+    let some_id = out
+        .lines()
+        .find(|l| l.contains("allowed"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_string();
+    let (code, out) = cli(&[
+        "audit",
+        "prove",
+        "--config",
+        cfg_s,
+        "--data-dir",
+        d,
+        "--jurisdiction",
+        "EU",
+        "--decision-id",
+        &some_id,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        proof["inclusion"]["path"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{out}"
+    );
     // A database owner cuts the tail of the chain and the checkpoint rows that covered it. The
     // database alone still verifies; against the published checkpoints it does not.
     admin
