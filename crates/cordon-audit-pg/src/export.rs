@@ -46,20 +46,10 @@ pub async fn export_chain(
     filter: &ExportFilter,
     keystore: Option<&Keystore>,
 ) -> Result<Bundle, PgExportError> {
-    let s = checked_ident("schema", schema)?.to_string();
     let chain_id = checked_chain_id(chain_id)?;
-    let store = format!("{}?schema={s}", redact_config(config));
-    verify_with_published(config, tls, &s, published).await?;
-
-    let mut client = crate::tls::connect(config, tls).await?;
+    let Verified { s, store, mut client } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
-    let txn = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(db("begin"))?;
+    let txn = snapshot(&mut client, &store).await?;
     let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
     let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &note, keystore)?;
     let stmt = txn
@@ -80,6 +70,44 @@ pub async fn export_chain(
     }
     txn.commit().await.map_err(db("commit"))?;
     Ok(builder.finish()?)
+}
+
+/// A store that has just verified, and a connection to read it.
+struct Verified {
+    /// The schema (checked).
+    s: String,
+    /// The store, for errors (never a password).
+    store: String,
+    client: tokio_postgres::Client,
+}
+
+/// Verify the store in `schema` (against `published`, when given: a damaged log is not read
+/// further), then connect to read it.
+async fn verified(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+    published: &[PathBuf],
+) -> Result<Verified, PgExportError> {
+    let s = checked_ident("schema", schema)?.to_string();
+    let store = format!("{}?schema={s}", redact_config(config));
+    verify_with_published(config, tls, &s, published).await?;
+    let client = crate::tls::connect(config, tls).await?;
+    Ok(Verified { s, store, client })
+}
+
+/// A read-only snapshot: the key, the checkpoint and the records are read consistently.
+async fn snapshot<'c>(
+    client: &'c mut tokio_postgres::Client,
+    store: &str,
+) -> Result<tokio_postgres::Transaction<'c>, PgExportError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(PgError::db(store, "begin"))?)
 }
 
 /// The chain's verifier key (the publication target's, which verification checked the table's
@@ -147,19 +175,10 @@ pub async fn prove_chain_inclusion(
     published: &[PathBuf],
     target: &ProveTarget,
 ) -> Result<(String, cordon_audit::InclusionBundle), PgExportError> {
-    let s = checked_ident("schema", schema)?.to_string();
     let chain_id = checked_chain_id(chain_id)?;
-    let store = format!("{}?schema={s}", redact_config(config));
-    verify_with_published(config, tls, &s, published).await?;
-    let mut client = crate::tls::connect(config, tls).await?;
+    let Verified { s, store, mut client } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
-    let txn = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(db("begin"))?;
+    let txn = snapshot(&mut client, &store).await?;
     let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
     let verifier = cordon_audit::note::NoteVerifier::parse(vkey.trim_end())
         .map_err(|e| PgExportError::Proof(e.to_string()))?;
@@ -224,11 +243,8 @@ pub async fn read_chain_records(
     chain_id: &str,
     published: &[PathBuf],
 ) -> Result<Vec<(u64, cordon_audit::Record)>, PgExportError> {
-    let s = checked_ident("schema", schema)?.to_string();
     let chain_id = checked_chain_id(chain_id)?;
-    let store = format!("{}?schema={s}", redact_config(config));
-    verify_with_published(config, tls, &s, published).await?;
-    let client = crate::tls::connect(config, tls).await?;
+    let Verified { s, store, client } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
     let rows = client
         .query_raw(

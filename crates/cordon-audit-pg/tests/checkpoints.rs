@@ -62,6 +62,24 @@ impl TestDb {
         verify_with_published(&self.config, &cordon_audit_pg::Tls::Off, &self.schema, &targets).await
     }
 
+    /// Export chain `gw-a` (EU subjects) against the publication target.
+    async fn export(
+        &self,
+        filter: &cordon_audit::bundle::ExportFilter,
+    ) -> Result<cordon_audit::Bundle, cordon_audit_pg::PgExportError> {
+        cordon_audit_pg::export_chain(
+            &self.config,
+            &cordon_audit_pg::Tls::Off,
+            &self.schema,
+            "gw-a",
+            &[self.target.path().to_path_buf()],
+            "EU",
+            filter,
+            None,
+        )
+        .await
+    }
+
     /// As superuser, with every append-only trigger off: what a rogue administrator can do.
     async fn tamper(&self, sql: &str) {
         let s = &self.schema;
@@ -475,20 +493,8 @@ async fn a_chain_exports_as_a_bundle_that_verifies_offline() {
     let store = db.open("gw-a").await;
     append_n(&store, 12).await;
     store.close().await;
-    let targets = [db.target.path().to_path_buf()];
     let everything = cordon_audit::bundle::ExportFilter::default();
-    let bundle = cordon_audit_pg::export_chain(
-        &db.config,
-        &cordon_audit_pg::Tls::Off,
-        &db.schema,
-        "gw-a",
-        &targets,
-        "EU",
-        &everything,
-        None,
-    )
-    .await
-    .unwrap();
+    let bundle = db.export(&everything).await.unwrap();
     assert_eq!(bundle.manifest.origin, format!("cordon/{}/gw-a", db.schema));
     assert_eq!(bundle.manifest.checkpoint_size, 12);
     assert_eq!(bundle.records.len(), 12);
@@ -504,35 +510,13 @@ async fn a_chain_exports_as_a_bundle_that_verifies_offline() {
         subject: Some(format!("ps:{:032x}", 3)),
         ..Default::default()
     };
-    let bundle = cordon_audit_pg::export_chain(
-        &db.config,
-        &cordon_audit_pg::Tls::Off,
-        &db.schema,
-        "gw-a",
-        &targets,
-        "EU",
-        &one,
-        None,
-    )
-    .await
-    .unwrap();
+    let bundle = db.export(&one).await.unwrap();
     assert_eq!(bundle.records.len(), 1);
     // A damaged store is not exported.
     let s = &db.schema;
     db.tamper(&format!("DELETE FROM \"{s}\".records WHERE idx >= 10"))
         .await;
-    let err = cordon_audit_pg::export_chain(
-        &db.config,
-        &cordon_audit_pg::Tls::Off,
-        &db.schema,
-        "gw-a",
-        &targets,
-        "EU",
-        &everything,
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = db.export(&everything).await.unwrap_err();
     assert!(matches!(err, cordon_audit_pg::PgExportError::Verify(_)), "{err}");
     db.cleanup().await;
 }

@@ -540,13 +540,17 @@ fn verify_dir(
 
 /// `expect`: the jurisdiction every subject's decision in this store must belong to (condition 2,
 /// as for directory stores); `None` when the store was named on the command line.
-fn verify_pg(url: &str, expect: Option<&str>, published: &[PathBuf]) -> Result<String, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Run one PostgreSQL operation of the CLI on a single-threaded runtime.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let report = rt
-        .block_on(cordon_audit_pg::verify_url_with_published(url, published))
+        .build()?
+        .block_on(f))
+}
+
+fn verify_pg(url: &str, expect: Option<&str>, published: &[PathBuf]) -> Result<String, String> {
+    let report = block_on(cordon_audit_pg::verify_url_with_published(url, published))
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     if let Some(j) = expect {
         let misplaced: u64 = report
@@ -584,17 +588,14 @@ fn prove(
                 (None, None) => bail!("a PostgreSQL chain proves inclusion: give --index or --decision-id"),
             };
             let parsed = cordon_audit_pg::parse_store_url(url)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (vkey, b) = rt.block_on(cordon_audit_pg::prove_chain_inclusion(
+            let (vkey, b) = block_on(cordon_audit_pg::prove_chain_inclusion(
                 &parsed.config,
                 &parsed.tls,
                 &parsed.schema,
                 chain.unwrap_or(own),
                 &store.external,
                 &target,
-            ))?;
+            ))??;
             let out = serde_json::json!({ "verifier_key": vkey, "inclusion": b });
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(ExitCode::SUCCESS);
@@ -638,16 +639,13 @@ fn show(w: &Where, jurisdiction: &str, json: bool, chain: Option<&str>) -> Resul
         StoreKey::Dir(path) => read_records(path)?,
         StoreKey::Postgres { url, chain: own } => {
             let parsed = cordon_audit_pg::parse_store_url(url)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(cordon_audit_pg::read_chain_records(
+            block_on(cordon_audit_pg::read_chain_records(
                 &parsed.config,
                 &parsed.tls,
                 &parsed.schema,
                 chain.unwrap_or(own),
                 &store.external,
-            ))?
+            ))??
         }
     };
     if json {
@@ -701,14 +699,11 @@ fn init_postgres(url: &str) -> Result<ExitCode> {
         .role
         .clone()
         .unwrap_or_else(|| cordon_audit_pg::WRITER_ROLE.to_string());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    block_on(async {
         let client = cordon_audit_pg::connect(&parsed.config, &parsed.tls).await?;
         cordon_audit_pg::migrate_with_role(&client, &parsed.schema, &role).await?;
         anyhow::Ok(())
-    })?;
+    })??;
     println!(
         "audit schema '{}' ready: append-only (triggers), writer role '{role}' may only INSERT and SELECT",
         parsed.schema
@@ -766,10 +761,7 @@ fn export(
         StoreKey::Postgres { url, chain: own } => {
             let parsed = cordon_audit_pg::parse_store_url(url)?;
             let chain = chain.unwrap_or(own);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(cordon_audit_pg::export_chain(
+            block_on(cordon_audit_pg::export_chain(
                 &parsed.config,
                 &parsed.tls,
                 &parsed.schema,
@@ -778,7 +770,7 @@ fn export(
                 jurisdiction,
                 &filter,
                 ks.as_ref(),
-            ))?
+            ))??
         }
     };
     cordon_audit::bundle::write_bundle(&bundle, out)?;
