@@ -260,22 +260,8 @@ audit:
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // /metrics shows the chain's commits and checkpoints, labelled by jurisdiction (never the URL).
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counter = |name: &str| -> u64 {
-        let prefix = format!("{name}{{store=\"EU\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
-    };
+    let metrics = metrics(&gw.url).await;
+    let counter = |name: &str| counter(&metrics, &format!("{name}{{store=\"EU\"}}"));
     assert!(counter("cordon_audit_records_total") >= 20);
     assert!(counter("cordon_audit_checkpoints_total") >= 1);
     assert!(counter("cordon_audit_checkpoint_publications_total") >= 1);

@@ -256,14 +256,7 @@ async fn durability_modes_are_measured_and_the_echo_delay_holds() {
         started.elapsed() >= Duration::from_millis(50),
         "the echo delay holds"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw.url).await;
     assert!(
         metrics.contains("cordon_audit_wait_seconds_count{durability=\"overlapped\"} 1"),
         "{metrics}"

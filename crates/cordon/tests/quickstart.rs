@@ -200,14 +200,7 @@ async fn quickstart_scenario(extra: &[&str]) {
             .status(),
         200
     );
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw.url).await;
     assert!(metrics.contains("cordon_requests_total{"), "{metrics}");
     assert!(metrics.contains("cordon_gateway_overhead_seconds"), "{metrics}");
     assert!(
@@ -216,12 +209,7 @@ async fn quickstart_scenario(extra: &[&str]) {
     );
     assert!(!metrics.contains("alice"), "no subject ids in metrics");
     // The stores' own figures, collected at scrape time, sit before the closing `# EOF`.
-    let counter = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-    };
+    let counter = |series: &str| counter(&metrics, series);
     assert!(counter("cordon_audit_commits_total{store=\"EU\"}") >= 1);
     assert!(counter("cordon_audit_records_total{store=\"EU\"}") >= 2);
     assert!(counter("cordon_audit_fsync_seconds_count{store=\"EU\"}") >= 1);

@@ -143,3 +143,23 @@ pub fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
 pub fn chat(model: &str, text: &str) -> serde_json::Value {
     serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": text }] })
 }
+
+/// The gateway's `/metrics` text.
+pub async fn metrics(url: &str) -> String {
+    client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// The value of the series `name{labels}` (written exactly as exposed) in a `/metrics` text.
+pub fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
