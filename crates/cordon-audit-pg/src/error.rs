@@ -39,7 +39,7 @@ pub enum PgError {
     },
     /// Another writer (another gateway with the same chain id) holds the chain's lock.
     #[error(
-        "audit store {store}: chain {chain_id} is being written by another gateway (one writer per chain: give each replica its own chain id)"
+        "audit store {store}: chain {chain_id} is locked by another writer (another gateway with the same chain id, or this gateway's own store before a reload changed its URL: restart to apply); one writer per chain"
     )]
     ChainInUse { store: String, chain_id: String },
     /// The chain's checkpoints forbid writing: another key signs it, or a checkpoint (in the
@@ -71,7 +71,7 @@ impl PgError {
             } => format!("chain {chain_id} head at index {index} is damaged ({why})"),
             PgError::Checkpoint { chain_id, why, .. } => format!("chain {chain_id}: {why}"),
             PgError::ChainInUse { chain_id, .. } => {
-                format!("chain {chain_id} is being written by another gateway")
+                format!("chain {chain_id} is locked by another writer")
             }
             other => other.to_string(),
         }

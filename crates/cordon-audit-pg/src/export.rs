@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use cordon_audit::Keystore;
 use cordon_audit::bundle::{Bundle, BundleError, ExportBuilder, ExportFilter};
+use cordon_audit::checkpoint::Checkpoint;
 use futures_util::TryStreamExt;
 
 use crate::error::PgError;
@@ -141,19 +142,38 @@ async fn key_and_newest_checkpoint(
             .map_err(db("read the chain's key"))?
             .ok_or_else(none)?,
     };
-    let note: String = txn
+    let row = txn
         .query_opt(
             &format!(
-                "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL ORDER BY tree_size DESC LIMIT 1"
+                "SELECT tree_size, note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL ORDER BY tree_size DESC LIMIT 1"
             ),
             &[&chain_id],
         )
         .await
-        .map_err(db("read checkpoints"))?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(db("read checkpoints"))?
-        .ok_or_else(none)?;
+        .map_err(db("read checkpoints"))?;
+    let mut newest: Option<(u64, String)> = None;
+    if let Some(row) = row {
+        let size: i64 = row.try_get(0).map_err(db("read checkpoints"))?;
+        let note: String = row.try_get(1).map_err(db("read checkpoints"))?;
+        // The row's size must be the note's (the writer role may insert rows).
+        let noted = Checkpoint::parse_unverified(note.as_bytes()).map(|c| c.size).ok();
+        if noted != u64::try_from(size).ok() {
+            return Err(PgExportError::Proof(format!(
+                "the checkpoint row at size {size} of chain {chain_id} holds a note of another size"
+            )));
+        }
+        newest = Some((noted.unwrap_or(0), note));
+    }
+    // A checkpoint published but not in the table (its insert failed, e.g. at shutdown) is newer.
+    for t in published {
+        if let Ok(note) = std::fs::read_to_string(t.join(chain_id).join("latest.ckpt"))
+            && let Ok(c) = Checkpoint::parse_unverified(note.as_bytes())
+            && newest.as_ref().is_none_or(|(size, _)| c.size > *size)
+        {
+            newest = Some((c.size, note));
+        }
+    }
+    let note = newest.map(|(_, n)| n).ok_or_else(none)?;
     Ok((vkey, note))
 }
 
@@ -184,6 +204,13 @@ pub async fn prove_chain_inclusion(
         .map_err(|e| PgExportError::Proof(e.to_string()))?;
     let ckpt = cordon_audit::checkpoint::Checkpoint::open(note.as_bytes(), std::slice::from_ref(&verifier))
         .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    if ckpt.origin != verifier.name() {
+        return Err(PgExportError::Proof(format!(
+            "the checkpoint's origin {:?} is not the chain's {:?}",
+            ckpt.origin,
+            verifier.name()
+        )));
+    }
     let rows = txn
         .query_raw(
             &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
@@ -258,10 +285,17 @@ pub async fn read_chain_records(
     while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
         let idx: i64 = row.try_get(0).map_err(db("read records"))?;
         let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
-        // Verified just above; a row appended since that does not parse is skipped, not shown.
-        if let Some(rec) = crate::body::parse_body(body).and_then(|e| serde_json::from_slice(e.rec).ok()) {
-            out.push((u64::try_from(idx).unwrap_or(u64::MAX), rec));
-        }
+        let rec = crate::body::parse_body(body)
+            .and_then(|e| serde_json::from_slice(e.rec).ok())
+            .ok_or_else(|| {
+                PgExportError::Proof(format!("record {idx} of chain {chain_id} is not a valid record"))
+            })?;
+        out.push((u64::try_from(idx).unwrap_or(u64::MAX), rec));
+    }
+    if out.is_empty() {
+        return Err(PgExportError::Proof(format!(
+            "chain {chain_id} has no records in this store (is the chain id right?)"
+        )));
     }
     Ok(out)
 }

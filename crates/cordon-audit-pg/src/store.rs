@@ -36,8 +36,6 @@ use crate::url::{StoreUrl, checked_chain_id, checked_ident, redact_config};
 
 /// Bytes a body adds around the record JSON (`{"i":<20 digits>,"prev":"<64 hex>","rec":` + `}`).
 const ENVELOPE_OVERHEAD: usize = 5 + 20 + 9 + 64 + 8 + 1;
-/// How long opening waits for another writer's lock on the chain.
-const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// How often an unhealthy, idle writer retries the database.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -68,6 +66,9 @@ pub struct PgStoreOptions {
     /// by the previous batch can join this one instead of waiting for the next commit. Default 4;
     /// 0 disables it.
     pub regroup_yields: usize,
+    /// How long opening waits for another writer's lock on the chain (e.g. the instance being
+    /// replaced, still covering its chain with a last checkpoint). Default 30 s.
+    pub lock_wait: Duration,
     /// Signed checkpoints of the chain, published elsewhere (see `checkpoints.rs`). `None`: the
     /// chain is written without checkpoints (verification then cannot tell a cut tail).
     pub checkpoints: Option<crate::PgCheckpointOptions>,
@@ -85,6 +86,7 @@ impl PgStoreOptions {
             batch_delay: Duration::ZERO,
             pool_size: 2,
             regroup_yields: 4,
+            lock_wait: Duration::from_secs(30),
             checkpoints: None,
         }
     }
@@ -294,12 +296,12 @@ impl PgStore {
         };
         // The chain may still be locked by a writer that is stopping (a restart in this process,
         // or an instance being replaced): wait a little for it before refusing.
-        let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+        let deadline = tokio::time::Instant::now() + opts.lock_wait;
         loop {
             match writer.ensure_ready().await {
                 Ok(()) => break,
                 Err(PgError::ChainInUse { .. }) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -691,6 +693,13 @@ impl Writer {
                 .batch_execute(&role_sql)
                 .await
                 .map_err(PgError::db(&store, "SET ROLE"))?;
+            // The chain's lock (below) lives as long as the server's session: have the server
+            // notice a connection that died on the client's side within ~25 s (the kernel's
+            // default is 2 h), or a reconnecting writer would find its own chain locked that long.
+            client
+                .batch_execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
+                .await
+                .map_err(PgError::db(&store, "set keepalives"))?;
             let copy = client
                 .prepare_cached(&self.copy_sql)
                 .await

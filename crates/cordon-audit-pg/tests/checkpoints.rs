@@ -512,8 +512,23 @@ async fn a_chain_exports_as_a_bundle_that_verifies_offline() {
     };
     let bundle = db.export(&one).await.unwrap();
     assert_eq!(bundle.records.len(), 1);
-    // A damaged store is not exported.
+    // A checkpoint published but missing from the table (its insert failed) is the newest one.
     let s = &db.schema;
+    db.tamper(&format!("DELETE FROM \"{s}\".checkpoints WHERE tree_size = 12"))
+        .await;
+    assert_eq!(db.export(&everything).await.unwrap().manifest.checkpoint_size, 12);
+    // show: a chain that is not there is an error, not an empty table.
+    let err = cordon_audit_pg::read_chain_records(
+        &db.config,
+        &cordon_audit_pg::Tls::Off,
+        &db.schema,
+        "gw-typo",
+        &[db.target.path().to_path_buf()],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("no records"), "{err}");
+    // A damaged store is not exported.
     db.tamper(&format!("DELETE FROM \"{s}\".records WHERE idx >= 10"))
         .await;
     let err = db.export(&everything).await.unwrap_err();

@@ -686,12 +686,14 @@ async fn one_writer_per_chain() {
     let first = db.open("gw-a").await;
     append_n(&first, 2).await;
     // A second gateway configured with the same chain id is refused, clearly, while the first writes.
-    let err = PgStore::open(db.opts("gw-a")).await.unwrap_err();
+    let mut second = db.opts("gw-a");
+    second.lock_wait = std::time::Duration::from_millis(500);
+    let err = PgStore::open(second).await.unwrap_err();
     assert!(
         matches!(err, cordon_audit_pg::PgError::ChainInUse { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("another gateway"), "{err}");
+    assert!(err.to_string().contains("locked by another writer"), "{err}");
     // Another chain id is fine, and once the first writer is gone the chain can be taken over.
     let other = db.open("gw-b").await;
     append_n(&other, 1).await;

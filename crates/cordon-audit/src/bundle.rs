@@ -167,6 +167,9 @@ pub enum BundleError {
     Store(#[from] VerifyError),
     #[error(transparent)]
     Proof(#[from] ProofError),
+    /// Decrypting payloads failed for lack of the keystore (e.g. the KMS is unreachable).
+    #[error("keystore: {0}")]
+    Keystore(AuditError),
     #[error("invalid export filter: {0}")]
     InvalidFilter(String),
     #[error("audit store {store}: no signed checkpoint yet, nothing is attested to export")]
@@ -503,6 +506,9 @@ impl<'a> ExportBuilder<'a> {
                                     },
                                 }
                             }
+                            // The keystore could not run (a KMS outage): fail the export rather
+                            // than call the payloads erased.
+                            Err(e @ AuditError::Io { .. }) => return Err(BundleError::Keystore(e)),
                             Err(e) => {
                                 counts.payloads_unavailable += 1;
                                 let reason = match e {

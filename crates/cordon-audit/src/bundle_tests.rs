@@ -841,3 +841,29 @@ async fn write_fuzz_seeds_when_asked() {
     let b = export(&fx.store, "EU", &filter(Some("ps:nobody")), None).unwrap();
     fs::write(bun.join("empty.json"), serde_json::to_vec(&b).unwrap()).unwrap();
 }
+
+/// A key wrapper that cannot run (a KMS outage).
+struct DownKms;
+
+impl crate::KeyWrap for DownKms {
+    fn wrap(&self, _: &[u8], _: &[u8; 32]) -> Result<Vec<u8>, crate::KeyWrapError> {
+        Err(crate::KeyWrapError::Unavailable("kms unreachable".into()))
+    }
+    fn unwrap(&self, _: &[u8], _: &[u8]) -> Result<[u8; 32], crate::KeyWrapError> {
+        Err(crate::KeyWrapError::Unavailable("kms unreachable".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_keystore_outage_fails_a_decrypting_export_instead_of_calling_payloads_erased() {
+    let fx = populate().await;
+    let f = ExportFilter {
+        decrypt: true,
+        ..filter(Some(ALICE))
+    };
+    let down = Keystore::open_with(&fx._root.path().join("keys"), std::sync::Arc::new(DownKms)).unwrap();
+    assert!(matches!(
+        export(&fx.store, "EU", &f, Some(&down)),
+        Err(BundleError::Keystore(AuditError::Io { .. }))
+    ));
+}

@@ -203,10 +203,13 @@ impl Keystore {
     fn wrap(&self, jurisdiction: &str, key_id: &str, dk: &[u8; 32]) -> Result<Vec<u8>, AuditError> {
         self.master
             .wrap(&aad(WRAP_AAD, jurisdiction, key_id), dk)
-            .map_err(|e| AuditError::Io {
-                path: self.jurisdiction_dir(jurisdiction),
-                op: "wrap data key",
-                source: Arc::new(io::Error::other(e.to_string())),
+            .map_err(|e| match e {
+                KeyWrapError::Unavailable(why) => AuditError::Io {
+                    path: self.jurisdiction_dir(jurisdiction),
+                    op: "wrap data key",
+                    source: Arc::new(io::Error::other(why)),
+                },
+                _ => AuditError::Crypto("wrapping a data key failed"),
             })
     }
 

@@ -585,14 +585,19 @@ fn prove(
             let target = match (index, decision_id) {
                 (Some(i), _) => cordon_audit_pg::ProveTarget::Index(i),
                 (None, Some(id)) => cordon_audit_pg::ProveTarget::Decision(id.to_string()),
-                (None, None) => bail!("a PostgreSQL chain proves inclusion: give --index or --decision-id"),
+                (None, None) if consistency.is_some() => {
+                    bail!(
+                        "consistency proofs are for directory stores; a PostgreSQL chain proves inclusion (--index or --decision-id)"
+                    )
+                }
+                (None, None) => bail!("give --index or --decision-id"),
             };
             let parsed = cordon_audit_pg::parse_store_url(url)?;
             let (vkey, b) = block_on(cordon_audit_pg::prove_chain_inclusion(
                 &parsed.config,
                 &parsed.tls,
                 &parsed.schema,
-                chain.unwrap_or(own),
+                chain.or(parsed.chain_id.as_deref()).unwrap_or(own),
                 &store.external,
                 &target,
             ))??;
@@ -643,7 +648,7 @@ fn show(w: &Where, jurisdiction: &str, json: bool, chain: Option<&str>) -> Resul
                 &parsed.config,
                 &parsed.tls,
                 &parsed.schema,
-                chain.unwrap_or(own),
+                chain.or(parsed.chain_id.as_deref()).unwrap_or(own),
                 &store.external,
             ))??
         }
@@ -760,7 +765,7 @@ fn export(
         StoreKey::Dir(dir) => cordon_audit::bundle::export(dir, jurisdiction, &filter, ks.as_ref())?,
         StoreKey::Postgres { url, chain: own } => {
             let parsed = cordon_audit_pg::parse_store_url(url)?;
-            let chain = chain.unwrap_or(own);
+            let chain = chain.or(parsed.chain_id.as_deref()).unwrap_or(own);
             block_on(cordon_audit_pg::export_chain(
                 &parsed.config,
                 &parsed.tls,
