@@ -463,24 +463,9 @@ enum TargetKey {
 /// A target that already names a key must name `verifier` (read only; see
 /// [`publish_verifier_key`] for the write).
 fn check_target_key(target: &std::path::Path, verifier: &NoteVerifier) -> Result<(), TargetKey> {
-    let path = target.join("checkpoint.vkey");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match NoteVerifier::parse(text.trim_end()) {
-            Ok(v) if &v == verifier => Ok(()),
-            Ok(v) => Err(TargetKey::Other(format!(
-                "{} belongs to key {}+{:08x}, not this chain's {}+{:08x}",
-                path.display(),
-                v.name(),
-                v.key_id(),
-                verifier.name(),
-                verifier.key_id()
-            ))),
-            Err(e) => Err(TargetKey::Other(format!(
-                "{}: not a verifier key: {e}",
-                path.display()
-            ))),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(TargetKey::Unreadable(format!("{}: {e}", path.display()))),
+    match cordon_audit::check_verifier_key(target, verifier) {
+        Ok(_) => Ok(()),
+        Err(e @ cordon_audit::AuditError::Key { .. }) => Err(TargetKey::Other(e.to_string())),
+        Err(e) => Err(TargetKey::Unreadable(e.to_string())),
     }
 }

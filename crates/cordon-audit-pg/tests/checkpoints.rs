@@ -14,7 +14,7 @@ use cordon_audit_pg::{
 use tokio_postgres::{Client, Config};
 
 mod common;
-use common::{broken, fresh_schema};
+use common::{append_n, broken, fresh_schema};
 
 struct TestDb {
     admin: Client,
@@ -80,39 +80,12 @@ impl TestDb {
         .await
     }
 
-    /// As superuser, with every append-only trigger off: what a rogue administrator can do.
     async fn tamper(&self, sql: &str) {
-        let s = &self.schema;
-        let tables = ["records", "checkpoints", "chain_keys"];
-        let off: String = tables
-            .iter()
-            .map(|t| format!("ALTER TABLE \"{s}\".{t} DISABLE TRIGGER USER;"))
-            .collect();
-        let on: String = tables
-            .iter()
-            .map(|t| format!("ALTER TABLE \"{s}\".{t} ENABLE TRIGGER USER;"))
-            .collect();
-        self.admin
-            .batch_execute(&format!("{off} {sql}; {on}"))
-            .await
-            .expect("tamper");
+        common::tamper(&self.admin, &self.schema, sql).await;
     }
 
     async fn cleanup(self) {
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
-            .await
-            .expect("drop schema");
-    }
-}
-
-async fn append_n(store: &PgStore, n: u64) {
-    for i in 0..n {
-        store
-            .append(&cordon_audit::testing::sample_decision(i))
-            .unwrap()
-            .await
-            .unwrap();
+        common::drop_schema(&self.admin, &self.schema).await;
     }
 }
 

@@ -13,7 +13,7 @@ use cordon_audit_pg::{
 use tokio_postgres::{Client, Config, NoTls};
 
 mod common;
-use common::{broken, fresh_schema};
+use common::{append_n, broken, fresh_schema};
 
 struct TestDb {
     admin: Client,
@@ -45,35 +45,17 @@ impl TestDb {
         verify_config(&self.config, &self.schema).await
     }
 
-    /// As superuser, with the append-only triggers off (what a rogue administrator can do).
     async fn tamper(&self, sql: &str) {
-        let s = &self.schema;
-        self.admin
-            .batch_execute(&format!(
-                "ALTER TABLE \"{s}\".records DISABLE TRIGGER USER; {sql}; ALTER TABLE \"{s}\".records ENABLE TRIGGER USER;"
-            ))
-            .await
-            .expect("tamper");
+        common::tamper(&self.admin, &self.schema, sql).await;
     }
 
     async fn cleanup(self) {
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
-            .await
-            .expect("drop schema");
+        common::drop_schema(&self.admin, &self.schema).await;
     }
 }
 
 fn sample(n: u64) -> Record {
     cordon_audit::testing::sample_decision(n)
-}
-
-async fn append_n(store: &PgStore, n: u64) -> Vec<u64> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(store.append(&sample(i)).unwrap().await.unwrap());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

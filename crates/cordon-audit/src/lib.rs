@@ -88,7 +88,9 @@ pub use proofs::{
     read_verifier_key, verify_consistency_bundle, verify_inclusion_bundle,
 };
 pub use pseudonym::Pseudonymizer;
-pub use publisher::{CheckpointPublisher, Published, publish_verifier_key, published_size, read_published};
+pub use publisher::{
+    CheckpointPublisher, Published, check_verifier_key, publish_verifier_key, published_size, read_published,
+};
 pub use record::{
     CallerRecord, CompletionRecord, DecisionRecord, Evidence, Latency, Outcome, Payload, RECORD_VERSION,
     Record, digest, new_decision_id, now_rfc3339_micros,

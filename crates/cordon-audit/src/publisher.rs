@@ -126,29 +126,8 @@ pub fn published_size(target: &Path) -> io::Result<Option<u64>> {
 pub fn publish_verifier_key(target: &Path, verifier: &NoteVerifier) -> Result<(), AuditError> {
     let path = target.join(tlog::VKEY_FILE);
     let text = format!("{verifier}\n");
-    let check = |existing: &str| -> Result<(), AuditError> {
-        match NoteVerifier::parse(existing.trim_end()) {
-            Ok(v) if &v == verifier => Ok(()),
-            Ok(v) => Err(AuditError::Key {
-                path: path.clone(),
-                detail: format!(
-                    "the publication target belongs to key {}+{:08x}, not this log's {}+{:08x}",
-                    v.name(),
-                    v.key_id(),
-                    verifier.name(),
-                    verifier.key_id()
-                ),
-            }),
-            Err(e) => Err(AuditError::Key {
-                path: path.clone(),
-                detail: format!("not a verifier key: {e}"),
-            }),
-        }
-    };
-    match fs::read_to_string(&path) {
-        Ok(existing) => return check(&existing),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(AuditError::io(&path, "read verifier key")(e)),
+    if check_verifier_key(target, verifier)? {
+        return Ok(());
     }
     fs::create_dir_all(target).map_err(AuditError::io(target, "create publication target"))?;
     // Never replaces: a racing writer of another key loses here and is refused below.
@@ -165,11 +144,41 @@ pub fn publish_verifier_key(target: &Path, verifier: &NoteVerifier) -> Result<()
         }
     })()
     .map_err(AuditError::io(&path, "write verifier key"))?;
-    if written {
+    if written || check_verifier_key(target, verifier)? {
         return Ok(());
     }
-    let existing = fs::read_to_string(&path).map_err(AuditError::io(&path, "read verifier key"))?;
-    check(&existing)
+    Err(AuditError::io(&path, "read verifier key")(io::Error::other(
+        "checkpoint.vkey vanished while it was being written",
+    )))
+}
+
+/// Read-only: does `target` name `verifier` as its log's key? `Ok(true)` if it does, `Ok(false)`
+/// if it names none yet; [`AuditError::Key`] if it names another key (or not a key),
+/// [`AuditError::Io`] if it cannot be read.
+pub fn check_verifier_key(target: &Path, verifier: &NoteVerifier) -> Result<bool, AuditError> {
+    let path = target.join(tlog::VKEY_FILE);
+    let existing = match fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(AuditError::io(&path, "read verifier key")(e)),
+    };
+    match NoteVerifier::parse(existing.trim_end()) {
+        Ok(v) if &v == verifier => Ok(true),
+        Ok(v) => Err(AuditError::Key {
+            path,
+            detail: format!(
+                "the publication target belongs to key {}+{:08x}, not this log's {}+{:08x}",
+                v.name(),
+                v.key_id(),
+                verifier.name(),
+                verifier.key_id()
+            ),
+        }),
+        Err(e) => Err(AuditError::Key {
+            path,
+            detail: format!("not a verifier key: {e}"),
+        }),
+    }
 }
 
 /// What a publication target holds, read back for verification (signatures not yet checked).

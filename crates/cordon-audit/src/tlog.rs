@@ -486,8 +486,7 @@ impl TargetLock {
 
 /// The size of a target's latest checkpoint, if it has a readable one.
 pub(crate) fn target_latest_size(target: &Path) -> Option<u64> {
-    let bytes = fs::read(target.join(LATEST)).ok()?;
-    Checkpoint::parse_unverified(&bytes).ok().map(|c| c.size)
+    crate::publisher::published_size(target).ok().flatten()
 }
 
 /// How long a witness hook may run before it is killed.

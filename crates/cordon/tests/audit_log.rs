@@ -214,14 +214,17 @@ audit:
     // Through the policy, the store is also checked to hold only its jurisdiction's decisions:
     // read as the US store, the same rows (EU subjects) fail.
     let d = data.to_str().unwrap();
-    let (code, out) = cli(&[
-        "audit",
-        "verify",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        d,
-    ]);
+    let verify_with = |policy: &std::path::Path| {
+        cli(&[
+            "audit",
+            "verify",
+            "--config",
+            policy.to_str().unwrap(),
+            "--data-dir",
+            d,
+        ])
+    };
+    let (code, out) = verify_with(&cfg);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("published checkpoint(s) matched"), "{out}");
     let as_us = tmp.path().join("as-us.yaml");
@@ -230,14 +233,7 @@ audit:
         &format!("US: {{ postgres: \"{url}\", region: aws:us-east-1 }}"),
     );
     std::fs::write(&as_us, text).unwrap();
-    let (code, out) = cli(&[
-        "audit",
-        "verify",
-        "--config",
-        as_us.to_str().unwrap(),
-        "--data-dir",
-        d,
-    ]);
+    let (code, out) = verify_with(&as_us);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("decision(s) of another jurisdiction"), "{out}");
     // Within a checkpoint interval, a signed checkpoint over every record is published.
@@ -398,14 +394,7 @@ audit:
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("chain gw-fra-1 record 15: truncated"), "{out}");
-    let (code, out) = cli(&[
-        "audit",
-        "verify",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data-dir",
-        d,
-    ]);
+    let (code, out) = verify_with(&cfg);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("truncated"), "{out}");
     admin

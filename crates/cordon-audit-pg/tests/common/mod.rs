@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cordon_audit_pg::{PgBreakKind, PgVerifyError, migrate};
+use cordon_audit_pg::{PgBreakKind, PgStore, PgVerifyError, migrate};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// `CORDON_TEST_PG`, default `host=127.0.0.1 port=5432 user=postgres dbname=test` (a superuser).
@@ -47,4 +47,42 @@ pub fn broken(e: PgVerifyError) -> (String, u64, PgBreakKind) {
         } => (chain_id, index, kind),
         other => panic!("expected a broken row, got {other}"),
     }
+}
+
+/// As superuser, with every append-only trigger off: what a rogue administrator can do.
+pub async fn tamper(admin: &Client, schema: &str, sql: &str) {
+    let tables = ["records", "checkpoints", "chain_keys"];
+    let switch = |on: &str| -> String {
+        tables
+            .iter()
+            .map(|t| format!("ALTER TABLE \"{schema}\".{t} {on} TRIGGER USER;"))
+            .collect()
+    };
+    admin
+        .batch_execute(&format!("{} {sql}; {}", switch("DISABLE"), switch("ENABLE")))
+        .await
+        .expect("tamper");
+}
+
+/// Append `n` sample decisions one after another; their indices.
+pub async fn append_n(store: &PgStore, n: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(
+            store
+                .append(&cordon_audit::testing::sample_decision(i))
+                .unwrap()
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+/// Drop a test's schema.
+pub async fn drop_schema(admin: &Client, schema: &str) {
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .expect("drop schema");
 }
