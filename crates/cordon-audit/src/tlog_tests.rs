@@ -79,11 +79,15 @@ async fn busy_store() -> (tempfile::TempDir, PathBuf, PathBuf) {
 async fn concurrent_appends_are_checkpointed_published_and_verify() {
     let (_tmp, dir, replica) = busy_store().await;
     let sizes = local_sizes(&dir);
-    assert!(sizes.len() >= 6, "checkpoints at {sizes:?}");
+    // One is cut every 500 records; a busy checkpointer coalesces a backlog into its newest, so
+    // how many get written depends on the machine. Deterministic: the first (the thread is idle
+    // when it arrives) and the final one at close.
+    assert!(sizes.len() >= 2, "checkpoints at {sizes:?}");
+    assert!(sizes[0] >= 500, "checkpoints at {sizes:?}");
     assert_eq!(sizes.last(), Some(&3000), "a final checkpoint at close");
     let report = verify_store(&dir).unwrap();
     assert_eq!(report.records, 3000);
-    assert!(report.checkpoints >= 6);
+    assert_eq!(report.checkpoints, sizes.len() as u64);
     assert_eq!(report.unattested, 0);
     let leaves: Vec<_> = {
         let mut v = Vec::new();
