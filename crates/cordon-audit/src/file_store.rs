@@ -5,8 +5,11 @@
 //! Opening recovers the chain head from the last segment only (its last body carries `prev`, so
 //! the head is `SHA-256(0x02 || prev || leaf hash(body))` without rereading history). Damage at the end of the last
 //! segment with no intact frame after it is a torn write from a crash: it is cut back to the last
-//! whole record, with a warning. Damage followed by intact frames means acknowledged records sit
-//! behind it: open refuses with [`AuditError::Corrupt`] (fail closed: the gateway answers
+//! whole record, with a warning. So is a torn batch: a zeroed sector followed by intact frames,
+//! within the [`segment::TORN_WINDOW`] the writer may leave unsynced ([`torn_batch`]). Other
+//! damage followed by intact frames means acknowledged records sit behind it, and a cut that
+//! would drop a record some checkpoint attests is no crash's doing either: open refuses with
+//! [`AuditError::Corrupt`] and leaves the segment as it is (fail closed: the gateway answers
 //! `audit_unavailable` for that jurisdiction until an operator has run `cordon audit verify`).
 //!
 //! One writer per store directory: a second `open` of the same directory is refused, in this
@@ -178,6 +181,47 @@ struct Recovered {
     head: [u8; 32],
     seg_path: PathBuf,
     seg_len: u64,
+    /// A torn tail to cut off the last segment, once the checkpoints say no attested record is in
+    /// it: the file is left as it is when opening refuses.
+    cut: Option<TornTail>,
+}
+
+/// Damage at the end of the last segment that recovery cuts off ([`scan_segment`]).
+struct TornTail {
+    path: PathBuf,
+    /// Where the damage starts: the end of the last whole record kept.
+    at: usize,
+    file_len: usize,
+    /// The first intact frame after the damage (a torn batch), if any.
+    intact_after: Option<usize>,
+}
+
+impl TornTail {
+    fn apply(&self) -> Result<(), AuditError> {
+        let path = &self.path;
+        match self.intact_after {
+            Some(next) => tracing::warn!(
+                segment = %path.display(),
+                offset = self.at,
+                first_dropped_intact_frame = next,
+                dropped_bytes = self.file_len - self.at,
+                "audit store: cutting a torn batch (a crash left part of the last write unwritten) back to the last whole record"
+            ),
+            None => tracing::warn!(
+                segment = %path.display(),
+                offset = self.at,
+                dropped_bytes = self.file_len - self.at,
+                "audit store: cutting a torn tail (incomplete last write) back to the last whole record"
+            ),
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(AuditError::io(path, "open segment"))?;
+        f.set_len(self.at as u64)
+            .map_err(AuditError::io(path, "truncate torn tail"))?;
+        f.sync_all().map_err(AuditError::io(path, "fsync"))
+    }
 }
 
 impl FileStore {
@@ -223,6 +267,26 @@ impl FileStore {
             }
             None => None,
         };
+        // A torn tail is cut only when no checkpoint attests a record in it, local (above) or
+        // published: a crash's unsynced write never is.
+        if let Some(cut) = &rec.cut {
+            for t in &opts.publish_to {
+                if let Some(size) = tlog::target_latest_size(t)
+                    && size > rec.next_index
+                {
+                    return Err(corrupt(
+                        &cut.path,
+                        cut.at,
+                        format!(
+                            "damaged tail not cut: {} attests {size} records but {} are whole before the damage",
+                            t.join(tlog::LATEST).display(),
+                            rec.next_index
+                        ),
+                    ));
+                }
+            }
+            cut.apply()?;
+        }
         // Publication proofs need the leaf hashes after the oldest size a target still holds.
         let keep_from = opts
             .publish_to
@@ -279,6 +343,7 @@ impl FileStore {
             taken: Vec::new(),
             deferred_in_batch: 0,
             buf: Vec::with_capacity(256 * 1024),
+            frame_ends: Vec::with_capacity(batch_max.min(4096)),
             acks: Vec::with_capacity(batch_max.min(4096)),
             leaves: Vec::with_capacity(batch_max.min(4096)),
             tree: tree.full,
@@ -448,9 +513,15 @@ type Head = (u64, [u8; 32]);
 
 /// The last record of a segment: (index, entry hash), after checking the frames are whole, and
 /// the length of the whole frames. Streams the file (see [`segment::for_each_frame_in_file`]).
-/// `allow_torn_tail`: a fault with nothing valid after it is a torn tail to cut (the returned
-/// length stops before it) instead of an error.
-fn scan_segment(start: u64, path: &Path, allow_torn_tail: bool) -> Result<(Option<Head>, usize), AuditError> {
+/// `allow_torn_tail`: damage that a crash in the middle of the last write can leave is a torn
+/// tail to cut (the returned length stops before it) instead of an error: either nothing valid
+/// after it, or a torn batch ([`torn_batch`]). The second value of the returned pair is then
+/// the offset of the first intact frame dropped with it, if any.
+fn scan_segment(
+    start: u64,
+    path: &Path,
+    allow_torn_tail: bool,
+) -> Result<(Option<Head>, usize, Option<usize>), AuditError> {
     let mut last: Option<(u64, Vec<u8>, [u8; 32])> = None;
     let mut good_end = 0;
     let fault = walk_frames(path, |offset, body| {
@@ -486,17 +557,32 @@ fn scan_segment(start: u64, path: &Path, allow_torn_tail: bool) -> Result<(Optio
         // Only the damaged remainder is read whole, to tell a torn tail (nothing valid after the
         // damage) from damage in the middle (acknowledged records follow it).
         let rest = read_from(path, offset).map_err(AuditError::io(path, "read segment"))?;
-        if let Some(next) = segment::valid_frame_after(&rest, 0) {
+        let next = segment::valid_frame_after(&rest, 0);
+        if let Some(next) = next
+            && !torn_batch(&rest, offset, next)
+        {
             return Err(corrupt(
                 path,
                 offset,
                 format!("{fault:?}; an intact frame follows at byte {}", offset + next),
             ));
         }
-        good_end = offset;
+        let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, &body).0));
+        return Ok((head, offset, next.map(|n| offset + n)));
     }
     let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, &body).0));
-    Ok((head, good_end))
+    Ok((head, good_end, None))
+}
+
+/// Is damage at file offset `at`, with `rest` the bytes from there to the end of the segment and
+/// an intact frame at `rest[next..]`, what a crash in the middle of the writer's last write
+/// leaves? The writer never has more than [`segment::TORN_WINDOW`] bytes written but unsynced
+/// (it syncs a long batch piece by piece), and a block of that write that never reached the disk
+/// reads as zeros while a later block of it may have: so the damage must lie within that window
+/// of the end and hold a zeroed sector. A flipped bit or an edited record does neither, and
+/// stays a refusal. Whether the cut would drop an attested record is checked by the caller.
+pub(crate) fn torn_batch(rest: &[u8], at: usize, next: usize) -> bool {
+    rest.len() <= segment::TORN_WINDOW && segment::has_zero_sector(&rest[..next], at)
 }
 
 /// [`segment::for_each_frame_in_file`] with the store's errors.
@@ -577,28 +663,20 @@ fn recover(dir: &Path) -> Result<Recovered, AuditError> {
             head: ZERO_HASH,
             seg_path: path,
             seg_len: 0,
+            cut: None,
         });
     };
     cut_uncut(&last_path)?;
     let file_len = fs::metadata(&last_path)
         .map_err(AuditError::io(&last_path, "stat segment"))?
         .len() as usize;
-    let (last, good_end) = scan_segment(last_start, &last_path, true)?;
-    if good_end < file_len {
-        tracing::warn!(
-            segment = %last_path.display(),
-            offset = good_end,
-            dropped_bytes = file_len - good_end,
-            "audit store: cutting a torn tail (incomplete last write) back to the last whole record"
-        );
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&last_path)
-            .map_err(AuditError::io(&last_path, "open segment"))?;
-        f.set_len(good_end as u64)
-            .map_err(AuditError::io(&last_path, "truncate torn tail"))?;
-        f.sync_all().map_err(AuditError::io(&last_path, "fsync"))?;
-    }
+    let (last, good_end, intact_after) = scan_segment(last_start, &last_path, true)?;
+    let cut = (good_end < file_len).then(|| TornTail {
+        path: last_path.clone(),
+        at: good_end,
+        file_len,
+        intact_after,
+    });
     let (next_index, head) = match last {
         Some((i, h)) => (i + 1, h),
         None if last_start == 0 => (0, ZERO_HASH),
@@ -628,6 +706,7 @@ fn recover(dir: &Path) -> Result<Recovered, AuditError> {
         head,
         seg_path: last_path,
         seg_len: good_end as u64,
+        cut,
     })
 }
 

@@ -342,6 +342,44 @@ pub(crate) fn for_each_frame_in_file<E: From<io::Error>>(
     Ok(None)
 }
 
+/// The most bytes the writer has written but not yet synced at any moment. It writes a batch in
+/// pieces of at most this many bytes, cut at frame ends ([`piece_ends`]; a longer frame is a piece
+/// of its own), and syncs each before writing the next. So after a crash, only the last
+/// `TORN_WINDOW` bytes of the last segment can hold a write that never became durable: recovery's
+/// torn-batch rule (`file_store::recover`) looks no further back.
+pub(crate) const TORN_WINDOW: usize = 4 << 20;
+
+/// The ends of the pieces a batch whose frames end at `ends` (ascending, from offset 0) is
+/// written in: each piece as long as possible but at most `window` bytes, unless it is one frame.
+pub(crate) fn piece_ends(ends: &[usize], window: usize) -> impl Iterator<Item = usize> + '_ {
+    let (mut start, mut k) = (0, 0);
+    std::iter::from_fn(move || {
+        let mut end = *ends.get(k)?;
+        k += 1;
+        while let Some(&next) = ends.get(k)
+            && next - start <= window
+        {
+            end = next;
+            k += 1;
+        }
+        start = end;
+        Some(end)
+    })
+}
+
+/// Sector size for [`has_zero_sector`]: the smallest unit a disk writes.
+const SECTOR: usize = 512;
+
+/// Does `bytes`, which start at file offset `at`, hold a whole sector-aligned run of
+/// [`SECTOR`] zero bytes? What a crash leaves where a block of a write never reached the disk
+/// (filesystems read unwritten blocks as zeros), and what a flipped bit or an edit does not.
+pub(crate) fn has_zero_sector(bytes: &[u8], at: usize) -> bool {
+    let first = at.next_multiple_of(SECTOR) - at;
+    bytes
+        .get(first..)
+        .is_some_and(|b| b.chunks_exact(SECTOR).any(|s| s.iter().all(|&x| x == 0)))
+}
+
 /// Is there a whole, well-formed frame starting anywhere after `from`? Used to tell a torn tail
 /// (nothing valid after the damage) from damage in the middle (acknowledged records follow it).
 pub(crate) fn valid_frame_after(buf: &[u8], from: usize) -> Option<usize> {
@@ -363,6 +401,56 @@ pub(crate) fn valid_frame_after(buf: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_are_at_most_the_window_unless_one_frame() {
+        let cases: &[(&[usize], usize, &[usize])] = &[
+            (&[], 10, &[]),
+            (&[4, 8, 12], 10, &[8, 12]),
+            (&[4, 8, 12], 12, &[12]),
+            (&[25, 30, 60, 61], 10, &[25, 30, 60, 61]),
+            (&[3, 6, 9, 12, 15], 6, &[6, 12, 15]),
+        ];
+        for (ends, window, want) in cases {
+            let got: Vec<usize> = piece_ends(ends, *window).collect();
+            assert_eq!(&got, want, "ends {ends:?} window {window}");
+        }
+        // Every split: pieces cover the batch, end on frame ends, and only a lone frame is longer.
+        let ends: Vec<usize> = (1..200usize)
+            .scan(0, |e, k| {
+                *e += 1 + (k * 37) % 23;
+                Some(*e)
+            })
+            .collect();
+        for window in 1..60 {
+            let mut start = 0;
+            for end in piece_ends(&ends, window) {
+                assert!(ends.contains(&end));
+                let frames = ends.iter().filter(|&&e| e > start && e <= end).count();
+                assert!(
+                    end - start <= window || frames == 1,
+                    "window {window}: {start}..{end}"
+                );
+                start = end;
+            }
+            assert_eq!(start, *ends.last().unwrap());
+        }
+    }
+
+    #[test]
+    fn zero_sectors_are_found_only_whole_and_aligned() {
+        let mut b = vec![1u8; 3000];
+        assert!(!has_zero_sector(&b, 0));
+        b[600..1100].fill(0); // 500 zeros, no whole aligned sector
+        assert!(!has_zero_sector(&b, 0));
+        b[512..1024].fill(0);
+        assert!(has_zero_sector(&b, 0));
+        // The same bytes seen from file offset 100: sector boundaries move.
+        assert!(!has_zero_sector(&b, 100));
+        assert!(has_zero_sector(&b[12..], 12));
+        assert!(!has_zero_sector(&[0u8; 511], 0));
+        assert!(has_zero_sector(&[0u8; 1023], 1));
+    }
 
     /// The streaming walk sees exactly what [`Frames`] sees over the same bytes, on every
     /// truncation and on damage at every byte.

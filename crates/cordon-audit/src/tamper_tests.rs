@@ -207,6 +207,123 @@ async fn torn_last_frame_with_bad_crc_or_zeros_is_cut_on_open() {
     assert_eq!(verify_store(dir.path()).unwrap().records, 6);
 }
 
+/// Zero the first whole 512-byte sector at or after `from` in `seg`, as a crash leaves a block of
+/// the last write that never reached the disk; returns the index of the first frame it damages.
+fn zero_sector_from(seg: &Path, r: &[Range<usize>], from: usize) -> usize {
+    let mut data = fs::read(seg).unwrap();
+    let at = from.next_multiple_of(512);
+    data[at..at + 512].fill(0);
+    fs::write(seg, &data).unwrap();
+    r.iter().position(|f| f.end > at).unwrap()
+}
+
+#[tokio::test]
+async fn a_torn_batch_is_cut_back_unless_a_checkpoint_attests_it() {
+    // A crash in the last write can persist a later block of it and not an earlier one: zeros,
+    // then intact frames.
+    let (dir, seg, r) = store_of(40).await;
+    let bad = zero_sector_from(&seg, &r, r[30].start);
+    assert!(bad < 38, "intact frames follow the damage");
+    assert!(matches!(
+        kind_at(dir.path()).0,
+        BreakKind::BadCrc | BreakKind::BadFraming { .. }
+    ));
+    // The closed store's last checkpoint attests every record: not a crash's torn write. Open
+    // refuses and leaves the segment as it was (the evidence stays).
+    let damaged = fs::read(&seg).unwrap();
+    let err = reopen(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("records were removed"), "{err}");
+    assert_eq!(fs::read(&seg).unwrap(), damaged);
+    // As after a crash: no checkpoint reaches into the unsynced write. Cut back, and the chain
+    // continues from the last whole record before the damage.
+    forget_checkpoints_above(dir.path(), bad as u64);
+    let store = reopen(dir.path()).unwrap();
+    assert_eq!(append_n(&store, 2).await, vec![bad as u64, bad as u64 + 1]);
+    drop(store);
+    assert_eq!(verify_store(dir.path()).unwrap().records, bad as u64 + 2);
+}
+
+#[tokio::test]
+async fn a_torn_tail_a_published_checkpoint_attests_is_not_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let opts = StoreOptions {
+        publish_to: vec![tmp.path().join("published")],
+        ..StoreOptions::default()
+    };
+    let store = FileStore::open(&dir, opts.clone()).unwrap();
+    append_n(&store, 40).await;
+    drop(store);
+    let seg = segments(&dir).remove(0);
+    let r = frame_ranges(&seg);
+    zero_sector_from(&seg, &r, r[30].start);
+    // Even with the store's own checkpoints gone, the published one attests all 40 records.
+    forget_checkpoints_above(&dir, 0);
+    let damaged = fs::read(&seg).unwrap();
+    let err = FileStore::open(&dir, opts).unwrap_err();
+    assert!(err.to_string().contains("damaged tail not cut"), "{err}");
+    assert_eq!(fs::read(&seg).unwrap(), damaged);
+}
+
+#[tokio::test]
+async fn damage_with_intact_frames_after_it_and_no_zeroed_sector_is_refused() {
+    // A flipped bit in an unattested record: no crash leaves that, so it is not cut.
+    let (dir, seg, r) = store_of(40).await;
+    let mut data = fs::read(&seg).unwrap();
+    data[r[30].start + HEADER + 30] ^= 0x01;
+    fs::write(&seg, &data).unwrap();
+    forget_checkpoints_above(dir.path(), 0);
+    let err = reopen(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, AuditError::Corrupt { .. }) && err.to_string().contains("an intact frame follows"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&seg).unwrap(), data, "nothing was cut");
+}
+
+#[test]
+fn a_torn_batch_lies_within_the_window_the_writer_leaves_unsynced() {
+    use crate::segment::TORN_WINDOW;
+    // Zeros at the start, an intact frame after them; only the remainder's length differs.
+    let rest = |len: usize| {
+        let mut b = vec![7u8; len];
+        b[..1024].fill(0);
+        b
+    };
+    assert!(crate::file_store::torn_batch(&rest(TORN_WINDOW), 0, 2048));
+    assert!(!crate::file_store::torn_batch(&rest(TORN_WINDOW + 1), 0, 2048));
+    // Zeros after the intact frame do not count: the damage is what precedes it.
+    let mut b = vec![7u8; 8192];
+    b[4096..5120].fill(0);
+    assert!(!crate::file_store::torn_batch(&b, 0, 2048));
+}
+
+#[tokio::test]
+async fn a_batch_longer_than_the_torn_window_is_written_in_pieces_and_verifies() {
+    use crate::record::tests::sample_completion;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        deferred_delay: std::time::Duration::from_secs(30),
+        ..StoreOptions::default()
+    };
+    let store = FileStore::open(dir.path(), opts).unwrap();
+    // Ten deferred records of ~600 KB wait for the next append and share its batch: ~6 MB, more
+    // than the window, in one commit.
+    let Record::Completion(mut big) = sample_completion() else {
+        unreachable!()
+    };
+    big.error = Some("x".repeat(600_000));
+    for _ in 0..10 {
+        store.append_deferred(&Record::Completion(big.clone())).unwrap();
+    }
+    assert_eq!(store.append(&sample_decision(1)).unwrap().await.unwrap(), 0);
+    assert_eq!(store.sync_count(), 1, "one batch");
+    drop(store);
+    let report = verify_store(dir.path()).unwrap();
+    assert_eq!(report.records, 11);
+    assert!(fs::metadata(&segments(dir.path())[0]).unwrap().len() > crate::segment::TORN_WINDOW as u64);
+}
+
 #[tokio::test]
 async fn shredding_a_key_keeps_the_chain_verifiable() {
     let dir = tempfile::tempdir().unwrap();

@@ -118,6 +118,8 @@ pub(crate) struct Writer {
     /// How many records of the pending batch are deferred (no ack).
     pub deferred_in_batch: usize,
     pub buf: Vec<u8>,
+    /// Where each frame of `buf` ends (the batch is written in pieces cut there).
+    pub frame_ends: Vec<usize>,
     pub acks: Vec<(u64, AckTx)>,
     /// Leaf hashes of the pending batch (SHA-256(0x00 || body)), folded into `tree` once durable.
     pub leaves: Vec<Hash>,
@@ -143,6 +145,7 @@ impl Writer {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Job>) {
         while let Some(first) = self.next_job(&rx) {
             self.buf.clear();
+            self.frame_ends.clear();
             self.acks.clear();
             self.leaves.clear();
             self.deferred_in_batch = 0;
@@ -186,6 +189,7 @@ impl Writer {
         }
         // Clean shutdown: commit what was deferred, then attest everything that is durable.
         self.buf.clear();
+        self.frame_ends.clear();
         self.acks.clear();
         self.leaves.clear();
         self.deferred_in_batch = 0;
@@ -299,6 +303,7 @@ impl Writer {
     fn add(&mut self, rec: Vec<u8>, ack: Option<AckTx>) {
         match segment::encode_frame(&mut self.buf, self.next_index, &self.head, &rec) {
             Ok((hash, leaf)) => {
+                self.frame_ends.push(self.buf.len());
                 self.head = hash;
                 // The Merkle leaf hash of the frame body, which the chain link covers too.
                 self.leaves.push(leaf);
@@ -344,23 +349,31 @@ impl Writer {
         Ok(())
     }
 
-    /// Write the batch and sync it; returns when the sync started (for the fsync histogram).
+    /// Write the batch and sync it; returns when the first sync started (for the fsync
+    /// histogram). A batch longer than [`segment::TORN_WINDOW`] (rare: it takes thousands of
+    /// records) is written and synced in pieces, so a crash leaves at most that many unsynced
+    /// bytes at the end of the segment: recovery relies on it.
     fn write_and_sync(&mut self) -> Result<Instant, AuditError> {
         let injected = || AuditError::io(&self.seg_path, "write")(io::Error::other("injected fault"));
         if self.shared.fault.load(Ordering::Relaxed) == FAULT_BEFORE_WRITE {
             return Err(injected());
         }
-        self.file
-            .write_all(&self.buf)
-            .map_err(AuditError::io(&self.seg_path, "write"))?;
-        let sync_started = Instant::now();
-        if self.shared.fault.load(Ordering::Relaxed) == FAULT_AT_SYNC {
-            return Err(injected());
+        let mut sync_started = None;
+        let mut start = 0;
+        for end in segment::piece_ends(&self.frame_ends, segment::TORN_WINDOW) {
+            self.file
+                .write_all(&self.buf[start..end])
+                .map_err(AuditError::io(&self.seg_path, "write"))?;
+            sync_started.get_or_insert_with(Instant::now);
+            if self.shared.fault.load(Ordering::Relaxed) == FAULT_AT_SYNC {
+                return Err(injected());
+            }
+            self.file
+                .sync_data()
+                .map_err(AuditError::io(&self.seg_path, "fsync"))?;
+            start = end;
         }
-        self.file
-            .sync_data()
-            .map_err(AuditError::io(&self.seg_path, "fsync"))?;
-        Ok(sync_started)
+        Ok(sync_started.unwrap_or_else(Instant::now))
     }
 
     /// Cut a failed batch off the segment (module docs): back to `seg_len`, the durable length.
