@@ -261,6 +261,144 @@ pub async fn prove_chain_inclusion(
     Ok((vkey.trim_end().to_string(), bundle))
 }
 
+/// A consistency proof that chain `chain_id` at `old_size` is a prefix of itself at `new_size`,
+/// both sizes signed checkpoints of the chain (in the table, or in `published`), after verifying
+/// the store (against `published`, when given); with the chain's verifier key.
+pub async fn prove_chain_consistency(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+    chain_id: &str,
+    published: &[PathBuf],
+    old_size: u64,
+    new_size: u64,
+) -> Result<(String, cordon_audit::ConsistencyBundle), PgExportError> {
+    let chain_id = checked_chain_id(chain_id)?;
+    if old_size > new_size {
+        return Err(PgExportError::Proof(format!(
+            "the old size {old_size} is larger than the new size {new_size}"
+        )));
+    }
+    let Verified { s, store, mut client } = verified(config, tls, schema, published).await?;
+    let db = |op: &'static str| PgError::db(&store, op);
+    let txn = snapshot(&mut client, &store).await?;
+    let (vkey, _) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
+    let verifier = cordon_audit::note::NoteVerifier::parse(vkey.trim_end())
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    let old = signed_checkpoint(&txn, &s, &store, chain_id, published, &verifier, old_size).await?;
+    let new = signed_checkpoint(&txn, &s, &store, chain_id, published, &verifier, new_size).await?;
+    let leaves = chain_leaves(&txn, &s, &store, chain_id, new_size).await?;
+    txn.commit().await.map_err(db("commit"))?;
+    for (size, c) in [(old_size, &old), (new_size, &new)] {
+        if cordon_audit::merkle::root(&leaves[..size as usize]) != c.1 {
+            return Err(PgExportError::Proof(format!(
+                "the records do not match the checkpoint at size {size}"
+            )));
+        }
+    }
+    let bundle = cordon_audit::consistency_bundle(&leaves, old_size, old.0, new.0)
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    cordon_audit::verify_consistency_bundle(&bundle, vkey.trim_end())
+        .map_err(|e| PgExportError::Proof(e.to_string()))?;
+    Ok((vkey.trim_end().to_string(), bundle))
+}
+
+/// The signed note of chain `chain_id` at `size` and its root: its row in the table, or a
+/// checkpoint published under `published`, checked against the chain's key and origin.
+async fn signed_checkpoint(
+    txn: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    store: &str,
+    chain_id: &str,
+    published: &[PathBuf],
+    verifier: &cordon_audit::note::NoteVerifier,
+    size: u64,
+) -> Result<(String, cordon_audit::merkle::Hash), PgExportError> {
+    let note = checkpoint_note(txn, s, store, chain_id, published, size).await?;
+    let c = Checkpoint::open(note.as_bytes(), std::slice::from_ref(verifier))
+        .map_err(|e| PgExportError::Proof(format!("the checkpoint at size {size}: {e}")))?;
+    if c.origin != verifier.name() || c.size != size {
+        return Err(PgExportError::Proof(format!(
+            "the checkpoint at size {size} is not chain {chain_id}'s (origin {:?}, size {})",
+            c.origin, c.size
+        )));
+    }
+    Ok((note, c.root))
+}
+
+/// The note text of chain `chain_id` at `size`: its row in the table, or a checkpoint published
+/// under `published` (signature not checked here).
+async fn checkpoint_note(
+    txn: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    store: &str,
+    chain_id: &str,
+    published: &[PathBuf],
+    size: u64,
+) -> Result<String, PgExportError> {
+    let row = txn
+        .query_opt(
+            &format!(
+                "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND tree_size = $2 AND note IS NOT NULL LIMIT 1"
+            ),
+            &[&chain_id, &i64::try_from(size).unwrap_or(i64::MAX)],
+        )
+        .await
+        .map_err(PgError::db(store, "read checkpoints"))?;
+    if let Some(row) = row {
+        return Ok(row.try_get(0).map_err(PgError::db(store, "read checkpoints"))?);
+    }
+    for t in published {
+        let Ok(found) = cordon_audit::read_published(&t.join(chain_id)) else {
+            continue;
+        };
+        for (_, _, bytes) in found.notes {
+            if Checkpoint::parse_unverified(&bytes).is_ok_and(|c| c.size == size)
+                && let Ok(text) = String::from_utf8(bytes)
+            {
+                return Ok(text);
+            }
+        }
+    }
+    Err(PgExportError::Proof(format!(
+        "chain {chain_id} has no signed checkpoint at size {size}"
+    )))
+}
+
+/// The leaf hashes of the first `size` records of chain `chain_id`; an error if it holds fewer.
+async fn chain_leaves(
+    txn: &tokio_postgres::Transaction<'_>,
+    s: &str,
+    store: &str,
+    chain_id: &str,
+    size: u64,
+) -> Result<Vec<cordon_audit::merkle::Hash>, PgExportError> {
+    let db = |op: &'static str| PgError::db(store, op);
+    let rows = txn
+        .query_raw(
+            &format!("SELECT body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
+            [
+                &chain_id as &(dyn tokio_postgres::types::ToSql + Sync),
+                &i64::try_from(size).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map_err(db("read records"))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut leaves = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
+        let body: &[u8] = row.try_get(0).map_err(db("read records"))?;
+        leaves.push(cordon_audit::merkle::leaf_hash(body));
+    }
+    if (leaves.len() as u64) < size {
+        return Err(PgExportError::Proof(format!(
+            "a checkpoint attests {size} records of chain {chain_id} but the store holds {}",
+            leaves.len()
+        )));
+    }
+    Ok(leaves)
+}
+
 /// Every record of chain `chain_id` with its index, in order, after verifying the store (against
 /// the checkpoints published in `published`, when given): what `cordon audit show` renders.
 pub async fn read_chain_records(

@@ -42,7 +42,10 @@ mod verify;
 pub use body::{entry_and_leaf_hash, entry_hash, leaf_hash};
 pub use checkpoints::PgCheckpointOptions;
 pub use error::{PgError, describe_pg_error};
-pub use export::{PgExportError, ProveTarget, export_chain, prove_chain_inclusion, read_chain_records};
+pub use export::{
+    PgExportError, ProveTarget, export_chain, prove_chain_consistency, prove_chain_inclusion,
+    read_chain_records,
+};
 pub use schema::{APPEND_ONLY_MESSAGE, WRITER_ROLE, migrate, migrate_with_role};
 pub use store::{PgAck, PgStore, PgStoreOptions, PgStoreStats};
 pub use tls::{connect, connector};

@@ -508,3 +508,50 @@ async fn a_chain_exports_as_a_bundle_that_verifies_offline() {
     assert!(matches!(err, cordon_audit_pg::PgExportError::Verify(_)), "{err}");
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_proves_consistency_between_two_of_its_checkpoints() {
+    let db = setup().await;
+    let mut opts = db.opts("gw-a", 1);
+    if let Some(c) = opts.checkpoints.as_mut() {
+        c.every = 1_000_000;
+        c.interval = Duration::from_secs(3600);
+    }
+    let store = PgStore::open(opts).await.unwrap();
+    append_n(&store, 5).await;
+    assert!(store.checkpoint_now(Duration::from_secs(10)).await);
+    append_n(&store, 8).await;
+    assert!(store.checkpoint_now(Duration::from_secs(10)).await);
+    drop(store);
+    let targets = vec![db.target.path().to_path_buf()];
+    let prove = |old: u64, new: u64| {
+        cordon_audit_pg::prove_chain_consistency(
+            &db.config,
+            &cordon_audit_pg::Tls::Off,
+            &db.schema,
+            "gw-a",
+            &targets,
+            old,
+            new,
+        )
+    };
+    let (vkey, b) = prove(5, 13).await.unwrap();
+    assert_eq!((b.old_size, b.new_size), (5, 13));
+    assert!(!b.proof.is_empty());
+    cordon_audit::verify_consistency_bundle(&b, &vkey).unwrap();
+    // The older checkpoint's row gone from the table: the published copy serves.
+    let s = &db.schema;
+    db.tamper(&format!("DELETE FROM \"{s}\".checkpoints WHERE tree_size = 5"))
+        .await;
+    let (_, again) = prove(5, 13).await.unwrap();
+    assert_eq!(again, b);
+    // No checkpoint at that size, or sizes the wrong way round: refused, naming why.
+    let err = prove(6, 13).await.unwrap_err();
+    assert!(
+        err.to_string().contains("no signed checkpoint at size 6"),
+        "{err}"
+    );
+    let err = prove(13, 5).await.unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    db.cleanup().await;
+}

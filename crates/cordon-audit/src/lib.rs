@@ -84,8 +84,8 @@ pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use key_wrap::{KeyWrap, KeyWrapError, LocalMasterKey};
 pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
 pub use proofs::{
-    ConsistencyBundle, InclusionBundle, ProofError, inclusion_bundle, prove_consistency, prove_inclusion,
-    read_verifier_key, verify_consistency_bundle, verify_inclusion_bundle,
+    ConsistencyBundle, InclusionBundle, ProofError, consistency_bundle, inclusion_bundle, prove_consistency,
+    prove_inclusion, read_verifier_key, verify_consistency_bundle, verify_inclusion_bundle,
 };
 pub use pseudonym::Pseudonymizer;
 pub use publisher::{

@@ -180,13 +180,25 @@ pub fn prove_consistency(dir: &Path, old_size: u64, new_size: u64) -> Result<Con
             "the records do not match the checkpoint at size {new_size}"
         )));
     }
+    consistency_bundle(leaves, old_size, old_text, new_text)
+}
+
+/// The consistency proof from the first `old_size` of `leaves` to all of them, with the signed
+/// notes of both trees: for logs kept elsewhere, such as a PostgreSQL chain. Check it with
+/// [`verify_consistency_bundle`].
+pub fn consistency_bundle(
+    leaves: &[Hash],
+    old_size: u64,
+    old_checkpoint: String,
+    new_checkpoint: String,
+) -> Result<ConsistencyBundle, ProofError> {
     let proof = merkle::consistency_proof(leaves, old_size)?;
     Ok(ConsistencyBundle {
         old_size,
-        new_size,
+        new_size: leaves.len() as u64,
         proof: b64_hashes(&proof),
-        old_checkpoint: old_text,
-        new_checkpoint: new_text,
+        old_checkpoint,
+        new_checkpoint,
     })
 }
 

@@ -41,7 +41,7 @@ pub enum Command {
         /// ... or the decision id (the `x-cordon-decision-id` of a request) ...
         #[arg(long, conflicts_with = "consistency")]
         decision_id: Option<String>,
-        /// ... or two checkpoint sizes OLD NEW (directory stores).
+        /// ... or two checkpoint sizes OLD NEW.
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
         consistency: Option<Vec<u64>>,
         /// PostgreSQL stores: the chain (gateway replica). Default: this gateway's.
@@ -582,22 +582,33 @@ fn prove(
         StoreKey::Dir(_) if chain.is_some() => bail!("--chain is for PostgreSQL stores"),
         StoreKey::Dir(dir) => dir.clone(),
         StoreKey::Postgres { url, chain: own } => {
-            let target = match (index, decision_id) {
-                (Some(i), _) => cordon_audit_pg::ProveTarget::Index(i),
-                (None, Some(id)) => cordon_audit_pg::ProveTarget::Decision(id.to_string()),
-                (None, None) if consistency.is_some() => {
-                    bail!(
-                        "consistency proofs are for directory stores; a PostgreSQL chain proves inclusion (--index or --decision-id)"
-                    )
-                }
-                (None, None) => bail!("give --index or --decision-id"),
-            };
             let parsed = cordon_audit_pg::parse_store_url(url)?;
+            let chain = chain.or(parsed.chain_id.as_deref()).unwrap_or(own);
+            let (config, tls, schema) = (&parsed.config, &parsed.tls, &parsed.schema);
+            let target = match (index, decision_id, consistency) {
+                (_, _, Some([old, new])) => {
+                    let (vkey, b) = block_on(cordon_audit_pg::prove_chain_consistency(
+                        config,
+                        tls,
+                        schema,
+                        chain,
+                        &store.external,
+                        *old,
+                        *new,
+                    ))??;
+                    let out = serde_json::json!({ "verifier_key": vkey, "consistency": b });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                (Some(i), _, _) => cordon_audit_pg::ProveTarget::Index(i),
+                (None, Some(id), _) => cordon_audit_pg::ProveTarget::Decision(id.to_string()),
+                _ => bail!("give --index, --decision-id or --consistency OLD NEW"),
+            };
             let (vkey, b) = block_on(cordon_audit_pg::prove_chain_inclusion(
-                &parsed.config,
-                &parsed.tls,
-                &parsed.schema,
-                chain.or(parsed.chain_id.as_deref()).unwrap_or(own),
+                config,
+                tls,
+                schema,
+                chain,
                 &store.external,
                 &target,
             ))??;
@@ -609,8 +620,9 @@ fn prove(
     let json = match (index, decision_id, consistency) {
         (_, _, Some([old, new])) => {
             let b = cordon_audit::prove_consistency(&dir, *old, *new)?;
-            cordon_audit::verify_consistency_bundle(&b, &cordon_audit::read_verifier_key(&dir)?)?;
-            serde_json::to_string_pretty(&b)?
+            let vkey = cordon_audit::read_verifier_key(&dir)?;
+            cordon_audit::verify_consistency_bundle(&b, &vkey)?;
+            serde_json::to_string_pretty(&serde_json::json!({ "verifier_key": vkey, "consistency": b }))?
         }
         (Some(i), _, _) => inclusion(&dir, i)?,
         (None, Some(id), _) => {

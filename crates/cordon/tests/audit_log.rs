@@ -372,6 +372,39 @@ audit:
             .is_some_and(|p| !p.is_empty()),
         "{out}"
     );
+    // A consistency proof from the chain's first checkpoint to the one written at the stop.
+    let first: i64 = admin
+        .query_one(
+            &format!("SELECT min(tree_size) FROM {schema}.checkpoints WHERE note IS NOT NULL"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(first < all, "checkpoints at {first} and {all}");
+    let (code, out) = cli(&[
+        "audit",
+        "prove",
+        "--config",
+        cfg_s,
+        "--data-dir",
+        d,
+        "--jurisdiction",
+        "EU",
+        "--consistency",
+        &first.to_string(),
+        &all.to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let vkey = proof["verifier_key"].as_str().unwrap();
+    let bundle: cordon_audit::ConsistencyBundle =
+        serde_json::from_value(proof["consistency"].clone()).unwrap();
+    assert_eq!((bundle.old_size, bundle.new_size), (first as u64, all as u64));
+    cordon_audit::verify_consistency_bundle(&bundle, vkey).unwrap();
+    let mut forged = bundle.clone();
+    forged.new_checkpoint = forged.old_checkpoint.clone();
+    assert!(cordon_audit::verify_consistency_bundle(&forged, vkey).is_err());
     // A database owner cuts the tail of the chain and the checkpoint rows that covered it. The
     // database alone still verifies; against the published checkpoints it does not.
     admin
