@@ -303,8 +303,9 @@ pub async fn prove_chain_consistency(
     Ok((vkey.trim_end().to_string(), bundle))
 }
 
-/// The signed note of chain `chain_id` at `size` and its root: its row in the table, or a
-/// checkpoint published under `published`, checked against the chain's key and origin.
+/// The signed note of chain `chain_id` at `size` and its root: its row in the table or a
+/// checkpoint published under `published`, the first that verifies with the chain's key and
+/// origin (the writer role may insert a bad row; a target may hold a stale note).
 async fn signed_checkpoint(
     txn: &tokio_postgres::Transaction<'_>,
     s: &str,
@@ -314,40 +315,46 @@ async fn signed_checkpoint(
     verifier: &cordon_audit::note::NoteVerifier,
     size: u64,
 ) -> Result<(String, cordon_audit::merkle::Hash), PgExportError> {
-    let note = checkpoint_note(txn, s, store, chain_id, published, size).await?;
-    let c = Checkpoint::open(note.as_bytes(), std::slice::from_ref(verifier))
-        .map_err(|e| PgExportError::Proof(format!("the checkpoint at size {size}: {e}")))?;
-    if c.origin != verifier.name() || c.size != size {
-        return Err(PgExportError::Proof(format!(
-            "the checkpoint at size {size} is not chain {chain_id}'s (origin {:?}, size {})",
-            c.origin, c.size
-        )));
+    let mut why = format!("chain {chain_id} has no signed checkpoint at size {size}");
+    for note in checkpoint_notes(txn, s, store, chain_id, published, size).await? {
+        match Checkpoint::open(note.as_bytes(), std::slice::from_ref(verifier)) {
+            Ok(c) if c.origin == verifier.name() && c.size == size => return Ok((note, c.root)),
+            Ok(c) => {
+                why = format!(
+                    "the checkpoint at size {size} is not chain {chain_id}'s (origin {:?}, size {})",
+                    c.origin, c.size
+                )
+            }
+            Err(e) => why = format!("the checkpoint at size {size}: {e}"),
+        }
     }
-    Ok((note, c.root))
+    Err(PgExportError::Proof(why))
 }
 
-/// The note text of chain `chain_id` at `size`: its row in the table, or a checkpoint published
-/// under `published` (signature not checked here).
-async fn checkpoint_note(
+/// The note texts that claim to be chain `chain_id`'s checkpoint at `size`: its rows in the
+/// table, then those published under `published` (signatures not checked here).
+async fn checkpoint_notes(
     txn: &tokio_postgres::Transaction<'_>,
     s: &str,
     store: &str,
     chain_id: &str,
     published: &[PathBuf],
     size: u64,
-) -> Result<String, PgExportError> {
-    let row = txn
-        .query_opt(
+) -> Result<Vec<String>, PgExportError> {
+    let db = |op: &'static str| PgError::db(store, op);
+    let mut notes: Vec<String> = txn
+        .query(
             &format!(
-                "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND tree_size = $2 AND note IS NOT NULL LIMIT 1"
+                "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND tree_size = $2 AND note IS NOT NULL"
             ),
             &[&chain_id, &i64::try_from(size).unwrap_or(i64::MAX)],
         )
         .await
-        .map_err(PgError::db(store, "read checkpoints"))?;
-    if let Some(row) = row {
-        return Ok(row.try_get(0).map_err(PgError::db(store, "read checkpoints"))?);
-    }
+        .map_err(db("read checkpoints"))?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(db("read checkpoints"))?;
     for t in published {
         let Ok(found) = cordon_audit::read_published(&t.join(chain_id)) else {
             continue;
@@ -356,13 +363,11 @@ async fn checkpoint_note(
             if Checkpoint::parse_unverified(&bytes).is_ok_and(|c| c.size == size)
                 && let Ok(text) = String::from_utf8(bytes)
             {
-                return Ok(text);
+                notes.push(text);
             }
         }
     }
-    Err(PgExportError::Proof(format!(
-        "chain {chain_id} has no signed checkpoint at size {size}"
-    )))
+    Ok(notes)
 }
 
 /// The leaf hashes of the first `size` records of chain `chain_id`; an error if it holds fewer.

@@ -192,24 +192,44 @@ struct TornTail {
     /// Where the damage starts: the end of the last whole record kept.
     at: usize,
     file_len: usize,
-    /// The first intact frame after the damage (a torn batch), if any.
-    intact_after: Option<usize>,
+    /// The first intact frame after the damage and how many whole frames follow it there (a
+    /// torn batch), if any.
+    intact_after: Option<IntactAfter>,
 }
 
 impl TornTail {
-    fn apply(&self) -> Result<(), AuditError> {
+    /// Opening refuses: `attested` (a checkpoint at `source`) reaches past the `whole` records
+    /// before the damage, so it is not a crash's unsynced write.
+    fn refused(&self, source: &Path, attested: u64, whole: u64) -> AuditError {
+        corrupt(
+            &self.path,
+            self.at,
+            format!(
+                "damaged tail not cut: {} attests {attested} records, only {whole} are whole before the damage",
+                source.display()
+            ),
+        )
+    }
+
+    /// Cut; `first_dropped`: the index the damaged record had.
+    fn apply(&self, first_dropped: u64) -> Result<(), AuditError> {
         let path = &self.path;
         match self.intact_after {
-            Some(next) => tracing::warn!(
+            // Loud: the intact frames were never acknowledged if this was a crash (the writer
+            // syncs every piece before writing the next), but they are records all the same.
+            Some((next, intact)) => tracing::error!(
                 segment = %path.display(),
                 offset = self.at,
-                first_dropped_intact_frame = next,
+                first_dropped_index = first_dropped,
+                first_intact_frame_dropped = next,
+                intact_frames_dropped = intact,
                 dropped_bytes = self.file_len - self.at,
-                "audit store: cutting a torn batch (a crash left part of the last write unwritten) back to the last whole record"
+                "audit store: cutting a torn batch (zeros, then intact frames: a crash left part of the last write unwritten) back to the last whole record"
             ),
             None => tracing::warn!(
                 segment = %path.display(),
                 offset = self.at,
+                first_dropped_index = first_dropped,
                 dropped_bytes = self.file_len - self.at,
                 "audit store: cutting a torn tail (incomplete last write) back to the last whole record"
             ),
@@ -254,38 +274,45 @@ impl FileStore {
                     ));
                 }
                 if size > rec.next_index {
-                    return Err(corrupt(
-                        path,
-                        0,
-                        format!(
-                            "a checkpoint attests {size} records but the store holds {}: records were removed",
-                            rec.next_index
+                    return Err(match &rec.cut {
+                        Some(cut) => cut.refused(path, size, rec.next_index),
+                        None => corrupt(
+                            path,
+                            0,
+                            format!(
+                                "a checkpoint attests {size} records but the store holds {}: records were removed",
+                                rec.next_index
+                            ),
                         ),
-                    ));
+                    });
                 }
                 Some(c)
             }
             None => None,
         };
         // A torn tail is cut only when no checkpoint attests a record in it, local (above) or
-        // published: a crash's unsynced write never is.
+        // published: a crash's unsynced write never is. (The cut itself is made at the end.)
         if let Some(cut) = &rec.cut {
             for t in &opts.publish_to {
-                if let Some(size) = tlog::target_latest_size(t)
-                    && size > rec.next_index
-                {
-                    return Err(corrupt(
-                        &cut.path,
-                        cut.at,
-                        format!(
-                            "damaged tail not cut: {} attests {size} records but {} are whole before the damage",
-                            t.join(tlog::LATEST).display(),
-                            rec.next_index
-                        ),
-                    ));
+                let latest = t.join(tlog::LATEST);
+                match crate::publisher::published_size(t) {
+                    Ok(Some(size)) if size > rec.next_index => {
+                        return Err(cut.refused(&latest, size, rec.next_index));
+                    }
+                    Ok(_) => {}
+                    // What cannot be read may attest the records: fail closed.
+                    Err(e) => {
+                        return Err(corrupt(
+                            &cut.path,
+                            cut.at,
+                            format!(
+                                "damaged tail not cut: cannot read the published checkpoint {}: {e}",
+                                latest.display()
+                            ),
+                        ));
+                    }
                 }
             }
-            cut.apply()?;
         }
         // Publication proofs need the leaf hashes after the oldest size a target still holds.
         let keep_from = opts
@@ -298,7 +325,17 @@ impl FileStore {
             })
             .min()
             .unwrap_or(rec.next_index);
-        let tree = rebuild_tree(dir, rec.next_index, last_ckpt.as_ref(), keep_from)?;
+        let tree = rebuild_tree(
+            dir,
+            rec.next_index,
+            last_ckpt.as_ref(),
+            keep_from,
+            rec.cut.as_ref(),
+        )?;
+        // Every check has passed: only now is a torn tail cut (a refused open leaves it).
+        if let Some(cut) = &rec.cut {
+            cut.apply(rec.next_index)?;
+        }
         let file = OpenOptions::new()
             .append(true)
             .open(&rec.seg_path)
@@ -310,6 +347,7 @@ impl FileStore {
             failed: OnceLock::new(),
             deferred: Mutex::new(Vec::new()),
             deferred_lost: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
         });
         let batch_max = opts.batch_max.max(1);
         let ckpt_stats = Arc::new(CkptStats::default());
@@ -386,6 +424,12 @@ impl FileStore {
     /// How many batches have been fsynced since open (group commit: fewer than records).
     pub fn sync_count(&self) -> u64 {
         self.shared.commits.batches()
+    }
+
+    /// `fdatasync` calls since open: one per batch, more for a batch longer than the 4 MiB the
+    /// writer leaves unsynced at most (it syncs such a batch piece by piece).
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsyncs.load(Ordering::Relaxed)
     }
 
     /// Group-commit counters and the fsync latency histogram since open (for `/metrics`).
@@ -511,17 +555,21 @@ fn corrupt(path: &Path, offset: usize, detail: impl Into<String>) -> AuditError 
 /// (index, entry hash) of a record.
 type Head = (u64, [u8; 32]);
 
+/// After damage in a torn batch: the offset of the first intact frame, and how many whole frames
+/// run from there.
+type IntactAfter = (usize, usize);
+
 /// The last record of a segment: (index, entry hash), after checking the frames are whole, and
 /// the length of the whole frames. Streams the file (see [`segment::for_each_frame_in_file`]).
 /// `allow_torn_tail`: damage that a crash in the middle of the last write can leave is a torn
 /// tail to cut (the returned length stops before it) instead of an error: either nothing valid
-/// after it, or a torn batch ([`torn_batch`]). The second value of the returned pair is then
-/// the offset of the first intact frame dropped with it, if any.
+/// after it, or a torn batch ([`torn_batch`]). The third value is then the offset of the first
+/// intact frame dropped with it and how many whole frames run from there, if any.
 fn scan_segment(
     start: u64,
     path: &Path,
     allow_torn_tail: bool,
-) -> Result<(Option<Head>, usize, Option<usize>), AuditError> {
+) -> Result<(Option<Head>, usize, Option<IntactAfter>), AuditError> {
     let mut last: Option<(u64, Vec<u8>, [u8; 32])> = None;
     let mut good_end = 0;
     let fault = walk_frames(path, |offset, body| {
@@ -568,7 +616,11 @@ fn scan_segment(
             ));
         }
         let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, &body).0));
-        return Ok((head, offset, next.map(|n| offset + n)));
+        let intact = next.map(|n| {
+            let whole = segment::Frames::new(&rest[n..]).take_while(Result::is_ok).count();
+            (offset + n, whole)
+        });
+        return Ok((head, offset, intact));
     }
     let head = last.map(|(i, body, prev)| (i, segment::entry_and_leaf_hash(&prev, &body).0));
     Ok((head, good_end, None))
@@ -727,6 +779,7 @@ fn rebuild_tree(
     n: u64,
     last: Option<&Checkpoint>,
     keep_from: u64,
+    cut: Option<&TornTail>,
 ) -> Result<Rebuilt, AuditError> {
     let mut full = Frontier::new();
     let mut base = Frontier::new();
@@ -760,7 +813,10 @@ fn rebuild_tree(
             }
             check(&full)
         })?;
-        if let Some((offset, fault)) = fault {
+        if let Some((offset, fault)) = fault
+            // The torn tail recovery found, not yet cut: the records end there.
+            && cut.is_none_or(|c| c.path != path || c.at != offset)
+        {
             return Err(corrupt(&path, offset, format!("{fault:?}")));
         }
     }

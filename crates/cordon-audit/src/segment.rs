@@ -342,11 +342,12 @@ pub(crate) fn for_each_frame_in_file<E: From<io::Error>>(
     Ok(None)
 }
 
-/// The most bytes the writer has written but not yet synced at any moment. It writes a batch in
-/// pieces of at most this many bytes, cut at frame ends ([`piece_ends`]; a longer frame is a piece
-/// of its own), and syncs each before writing the next. So after a crash, only the last
-/// `TORN_WINDOW` bytes of the last segment can hold a write that never became durable: recovery's
-/// torn-batch rule (`file_store::recover`) looks no further back.
+/// The most bytes of several frames the writer has written but not yet synced at any moment. It
+/// writes a batch in pieces of at most this many bytes, cut at frame ends ([`piece_ends`]; a
+/// longer frame, up to [`MAX_BODY`], is a piece of its own), and syncs each before writing the
+/// next. So after a crash, intact frames after damage can only come from the last `TORN_WINDOW`
+/// bytes of the last segment (a lone frame's damage has no intact frame after it within its
+/// piece): recovery's torn-batch rule (`file_store::torn_batch`) looks no further back.
 pub(crate) const TORN_WINDOW: usize = 4 << 20;
 
 /// The ends of the pieces a batch whose frames end at `ends` (ascending, from offset 0) is

@@ -173,7 +173,11 @@ async fn truncated_tail_is_reported_then_cut_on_open() {
     // Record 9 is attested by the checkpoint written at close: cutting it would lose an
     // attested record, so open refuses.
     let err = reopen(dir.path()).unwrap_err();
-    assert!(err.to_string().contains("records were removed"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("attests 10 records, only 9 are whole before the damage"),
+        "{err}"
+    );
     forget_checkpoints_above(dir.path(), 0);
     let store = reopen(dir.path()).unwrap();
     assert_eq!(append_n(&store, 3).await, vec![9, 10, 11]);
@@ -232,7 +236,10 @@ async fn a_torn_batch_is_cut_back_unless_a_checkpoint_attests_it() {
     // refuses and leaves the segment as it was (the evidence stays).
     let damaged = fs::read(&seg).unwrap();
     let err = reopen(dir.path()).unwrap_err();
-    assert!(err.to_string().contains("records were removed"), "{err}");
+    assert!(
+        err.to_string().contains("damaged tail not cut") && err.to_string().contains("attests 40 records"),
+        "{err}"
+    );
     assert_eq!(fs::read(&seg).unwrap(), damaged);
     // As after a crash: no checkpoint reaches into the unsynced write. Cut back, and the chain
     // continues from the last whole record before the damage.
@@ -263,6 +270,66 @@ async fn a_torn_tail_a_published_checkpoint_attests_is_not_cut() {
     let err = FileStore::open(&dir, opts).unwrap_err();
     assert!(err.to_string().contains("damaged tail not cut"), "{err}");
     assert_eq!(fs::read(&seg).unwrap(), damaged);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_not_cut_when_the_published_checkpoint_cannot_be_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let target = tmp.path().join("published");
+    let opts = StoreOptions {
+        publish_to: vec![target.clone()],
+        ..StoreOptions::default()
+    };
+    let store = FileStore::open(&dir, opts.clone()).unwrap();
+    append_n(&store, 40).await;
+    drop(store);
+    let seg = segments(&dir).remove(0);
+    let r = frame_ranges(&seg);
+    zero_sector_from(&seg, &r, r[30].start);
+    forget_checkpoints_above(&dir, 0);
+    // Unreadable (as EIO or EACCES would make it): it may attest the records, so nothing is cut.
+    fs::remove_file(target.join(crate::tlog::LATEST)).unwrap();
+    fs::create_dir(target.join(crate::tlog::LATEST)).unwrap();
+    let damaged = fs::read(&seg).unwrap();
+    let err = FileStore::open(&dir, opts).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read the published checkpoint"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&seg).unwrap(), damaged);
+}
+
+#[tokio::test]
+async fn an_open_refused_for_older_damage_does_not_cut_the_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open_with_segment_limit(dir.path(), StoreOptions::default(), 8192).unwrap();
+    append_n(&store, 40).await;
+    drop(store);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    let last = segs.last().unwrap();
+    let r = frame_ranges(last);
+    let bad = zero_sector_from(last, &r, r[1].start);
+    assert!(bad + 1 < r.len(), "intact frames follow the damage");
+    forget_checkpoints_above(dir.path(), 0);
+    // A flipped bit in the first segment: acknowledged records, no crash's doing.
+    let first = &segs[0];
+    let r0 = frame_ranges(first);
+    let mut data = fs::read(first).unwrap();
+    data[r0[1].start + HEADER + 30] ^= 0x01;
+    fs::write(first, &data).unwrap();
+    let torn = fs::read(last).unwrap();
+    let err = reopen(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, AuditError::Corrupt { .. }) && err.to_string().contains(&first.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(last).unwrap(),
+        torn,
+        "the last segment was left as it was"
+    );
 }
 
 #[tokio::test]
@@ -318,6 +385,11 @@ async fn a_batch_longer_than_the_torn_window_is_written_in_pieces_and_verifies()
     }
     assert_eq!(store.append(&sample_decision(1)).unwrap().await.unwrap(), 0);
     assert_eq!(store.sync_count(), 1, "one batch");
+    assert_eq!(
+        store.fsync_count(),
+        2,
+        "~6 MB synced in two pieces of at most 4 MiB"
+    );
     drop(store);
     let report = verify_store(dir.path()).unwrap();
     assert_eq!(report.records, 11);

@@ -1,6 +1,8 @@
 //! The single writer of a [`crate::FileStore`]: a dedicated OS thread that drains the queue,
 //! chains and frames the batch into one reused buffer, issues one `write_all` and ONE
-//! `sync_data` per batch (group commit), then acknowledges every record of the batch.
+//! `sync_data` per batch (group commit), then acknowledges every record of the batch. (A batch
+//! longer than [`segment::TORN_WINDOW`] is written and synced in pieces: crash recovery relies
+//! on no more than that being unsynced.)
 //!
 //! Deferred records (completion records: nobody waits for them) do not wake the writer per record
 //! and never cause an fsync of their own: they sit in [`Shared::deferred`] and ride along with the
@@ -81,6 +83,8 @@ pub(crate) struct Shared {
     pub deferred: Mutex<Vec<Vec<u8>>>,
     /// Deferred records that were lost because their batch failed.
     pub deferred_lost: AtomicU64,
+    /// `fdatasync` calls: one per batch, more for a batch written in pieces.
+    pub fsyncs: AtomicU64,
 }
 
 impl Shared {
@@ -371,6 +375,7 @@ impl Writer {
             self.file
                 .sync_data()
                 .map_err(AuditError::io(&self.seg_path, "fsync"))?;
+            self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
             start = end;
         }
         Ok(sync_started.unwrap_or_else(Instant::now))
