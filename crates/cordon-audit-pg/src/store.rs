@@ -319,7 +319,8 @@ impl PgStore {
     /// Queue `record`; the returned [`PgAck`] resolves to its index in this store's chain once
     /// committed. Fails at once if the record is too large or the writer has stopped.
     pub fn append(&self, record: &Record) -> Result<PgAck, AuditError> {
-        let rec = serde_json::to_vec(record)
+        let rec = record
+            .to_json()
             .map_err(|e| AuditError::Serialize(format!("{:?} error", e.classify())))?;
         if rec.len() + ENVELOPE_OVERHEAD > MAX_BODY {
             return Err(AuditError::TooLarge {

@@ -465,7 +465,8 @@ impl FileStore {
         if let Some(e) = self.shared.unavailable() {
             return Err(e);
         }
-        let rec = serde_json::to_vec(record)
+        let rec = record
+            .to_json()
             .map_err(|e| AuditError::Serialize(crate::error::describe_json_error(&e)))?;
         let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
         let first = {
@@ -497,7 +498,8 @@ impl AuditStore for FileStore {
         if let Some(e) = self.shared.unavailable() {
             return Err(e);
         }
-        let rec = serde_json::to_vec(record)
+        let rec = record
+            .to_json()
             .map_err(|e| AuditError::Serialize(crate::error::describe_json_error(&e)))?;
         let (ack, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;

@@ -64,6 +64,7 @@ mod proofs;
 mod pseudonym;
 mod publisher;
 mod record;
+mod record_json;
 pub mod replica;
 mod segment;
 mod store;
