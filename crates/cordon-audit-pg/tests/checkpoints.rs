@@ -53,6 +53,17 @@ impl TestDb {
         PgStore::open(self.opts(chain, 1)).await.expect("open store")
     }
 
+    /// A store that cuts checkpoints only when told (`checkpoint_now`): neither the count nor the
+    /// interval would cut one during a test.
+    async fn open_checkpointed_by_hand(&self, chain: &str) -> PgStore {
+        let mut opts = self.opts(chain, 1);
+        if let Some(c) = opts.checkpoints.as_mut() {
+            c.every = 1_000_000;
+            c.interval = Duration::from_secs(3600);
+        }
+        PgStore::open(opts).await.expect("open store")
+    }
+
     async fn verify(&self, published: bool) -> Result<PgVerifyReport, PgVerifyError> {
         let targets: Vec<PathBuf> = if published {
             vec![self.target.path().to_path_buf()]
@@ -325,13 +336,7 @@ async fn the_tree_survives_failed_batches_and_reconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_now_covers_every_committed_record_and_publishes_it() {
     let db = setup().await;
-    let mut opts = db.opts("gw-a", 1);
-    if let Some(c) = opts.checkpoints.as_mut() {
-        // Neither the count nor the interval would cut one during the test.
-        c.every = 1_000_000;
-        c.interval = Duration::from_secs(3600);
-    }
-    let store = PgStore::open(opts).await.unwrap();
+    let store = db.open_checkpointed_by_hand("gw-a").await;
     append_n(&store, 3).await;
     assert!(!db.target.path().join("gw-a/latest.ckpt").exists());
     assert!(store.checkpoint_now(Duration::from_secs(10)).await);
@@ -512,12 +517,7 @@ async fn a_chain_exports_as_a_bundle_that_verifies_offline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_proves_consistency_between_two_of_its_checkpoints() {
     let db = setup().await;
-    let mut opts = db.opts("gw-a", 1);
-    if let Some(c) = opts.checkpoints.as_mut() {
-        c.every = 1_000_000;
-        c.interval = Duration::from_secs(3600);
-    }
-    let store = PgStore::open(opts).await.unwrap();
+    let store = db.open_checkpointed_by_hand("gw-a").await;
     append_n(&store, 5).await;
     assert!(store.checkpoint_now(Duration::from_secs(10)).await);
     append_n(&store, 8).await;

@@ -159,18 +159,8 @@ fn strings(o: &mut Vec<u8>, v: &[String]) -> Result<(), serde_json::Error> {
     Ok(())
 }
 
-fn uint(o: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    o.extend_from_slice(&digits[at..]);
+fn uint(o: &mut Vec<u8>, n: u64) {
+    crate::segment::push_u64(o, n);
 }
 
 fn opt_uint(o: &mut Vec<u8>, n: Option<u64>) {

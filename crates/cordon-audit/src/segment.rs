@@ -86,7 +86,8 @@ pub fn entry_and_leaf_hash(prev: &[u8; 32], body: &[u8]) -> ([u8; 32], Hash) {
     (entry_hash(prev, &leaf), leaf)
 }
 
-fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+/// `n` in decimal ASCII.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut tmp = [0u8; 20];
     let mut pos = tmp.len();
     loop {

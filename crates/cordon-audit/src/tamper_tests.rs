@@ -250,12 +250,12 @@ async fn a_torn_batch_is_cut_back_unless_a_checkpoint_attests_it() {
     assert_eq!(verify_store(dir.path()).unwrap().records, bad as u64 + 2);
 }
 
-#[tokio::test]
-async fn a_torn_tail_a_published_checkpoint_attests_is_not_cut() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("EU");
+/// A closed store of 40 records that published its checkpoints to `<tmp>/published`, then a torn
+/// batch from record 30 on and no local checkpoint: (store dir, its options, the segment).
+async fn published_store_with_a_torn_batch(tmp: &Path) -> (PathBuf, StoreOptions, PathBuf) {
+    let dir = tmp.join("EU");
     let opts = StoreOptions {
-        publish_to: vec![tmp.path().join("published")],
+        publish_to: vec![tmp.join("published")],
         ..StoreOptions::default()
     };
     let store = FileStore::open(&dir, opts.clone()).unwrap();
@@ -264,8 +264,15 @@ async fn a_torn_tail_a_published_checkpoint_attests_is_not_cut() {
     let seg = segments(&dir).remove(0);
     let r = frame_ranges(&seg);
     zero_sector_from(&seg, &r, r[30].start);
-    // Even with the store's own checkpoints gone, the published one attests all 40 records.
     forget_checkpoints_above(&dir, 0);
+    (dir, opts, seg)
+}
+
+#[tokio::test]
+async fn a_torn_tail_a_published_checkpoint_attests_is_not_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Even with the store's own checkpoints gone, the published one attests all 40 records.
+    let (dir, opts, seg) = published_store_with_a_torn_batch(tmp.path()).await;
     let damaged = fs::read(&seg).unwrap();
     let err = FileStore::open(&dir, opts).unwrap_err();
     assert!(err.to_string().contains("damaged tail not cut"), "{err}");
@@ -275,19 +282,8 @@ async fn a_torn_tail_a_published_checkpoint_attests_is_not_cut() {
 #[tokio::test]
 async fn a_torn_tail_is_not_cut_when_the_published_checkpoint_cannot_be_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("EU");
+    let (dir, opts, seg) = published_store_with_a_torn_batch(tmp.path()).await;
     let target = tmp.path().join("published");
-    let opts = StoreOptions {
-        publish_to: vec![target.clone()],
-        ..StoreOptions::default()
-    };
-    let store = FileStore::open(&dir, opts.clone()).unwrap();
-    append_n(&store, 40).await;
-    drop(store);
-    let seg = segments(&dir).remove(0);
-    let r = frame_ranges(&seg);
-    zero_sector_from(&seg, &r, r[30].start);
-    forget_checkpoints_above(&dir, 0);
     // Unreadable (as EIO or EACCES would make it): it may attest the records, so nothing is cut.
     fs::remove_file(target.join(crate::tlog::LATEST)).unwrap();
     fs::create_dir(target.join(crate::tlog::LATEST)).unwrap();

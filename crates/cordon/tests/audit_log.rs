@@ -303,46 +303,31 @@ audit:
     // A regulator's bundle of the chain, checked offline.
     let bundle = tmp.path().join("eu-bundle.json");
     let cfg_s = cfg.to_str().unwrap();
-    let (code, out) = cli(&[
-        "audit",
-        "export",
-        "--config",
-        cfg_s,
-        "--data-dir",
-        d,
-        "--jurisdiction",
-        "EU",
-        "--out",
-        bundle.to_str().unwrap(),
-    ]);
+    // `cordon audit CMD` on the EU store of this test's policy.
+    let eu_cli = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            cmd,
+            "--config",
+            cfg_s,
+            "--data-dir",
+            d,
+            "--jurisdiction",
+            "EU",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let (code, out) = eu_cli("export", &["--out", bundle.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("cordon/{schema}/gw-fra-1")), "{out}");
     // And the records, for people and for machines.
-    let (code, out) = cli(&[
-        "audit",
-        "show",
-        "--config",
-        cfg_s,
-        "--data-dir",
-        d,
-        "--jurisdiction",
-        "EU",
-        "--json",
-    ]);
+    let (code, out) = eu_cli("show", &["--json"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().count() as i64, all, "{out}");
-    let (code, out) = cli(&[
-        "audit",
-        "show",
-        "--config",
-        cfg_s,
-        "--data-dir",
-        d,
-        "--jurisdiction",
-        "EU",
-    ]);
+    let (code, out) = eu_cli("show", &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("allowed"), "{out}");
     // An inclusion proof of one decision, by id, under the chain's newest checkpoint.
@@ -352,18 +337,7 @@ audit:
         .and_then(|l| l.split_whitespace().last())
         .unwrap()
         .to_string();
-    let (code, out) = cli(&[
-        "audit",
-        "prove",
-        "--config",
-        cfg_s,
-        "--data-dir",
-        d,
-        "--jurisdiction",
-        "EU",
-        "--decision-id",
-        &some_id,
-    ]);
+    let (code, out) = eu_cli("prove", &["--decision-id", &some_id]);
     assert_eq!(code, 0, "{out}");
     let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(
@@ -382,19 +356,7 @@ audit:
         .unwrap()
         .get(0);
     assert!(first < all, "checkpoints at {first} and {all}");
-    let (code, out) = cli(&[
-        "audit",
-        "prove",
-        "--config",
-        cfg_s,
-        "--data-dir",
-        d,
-        "--jurisdiction",
-        "EU",
-        "--consistency",
-        &first.to_string(),
-        &all.to_string(),
-    ]);
+    let (code, out) = eu_cli("prove", &["--consistency", &first.to_string(), &all.to_string()]);
     assert_eq!(code, 0, "{out}");
     let proof: serde_json::Value = serde_json::from_str(&out).unwrap();
     let vkey = proof["verifier_key"].as_str().unwrap();
