@@ -48,19 +48,20 @@ pub async fn export_chain(
     keystore: Option<&Keystore>,
 ) -> Result<Bundle, PgExportError> {
     let chain_id = checked_chain_id(chain_id)?;
-    let Verified { s, store, mut client } = verified(config, tls, schema, published).await?;
+    let v = verified(config, tls, schema, published).await?;
+    let len = v.verified_len(chain_id);
+    let Verified {
+        s, store, mut client, ..
+    } = v;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
     let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
     let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &note, keystore)?;
-    let stmt = txn
-        .prepare(&format!(
-            "SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 ORDER BY idx"
-        ))
-        .await
-        .map_err(db("read records"))?;
     let rows = txn
-        .query_raw(&stmt, [&chain_id])
+        .query_raw(
+            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
+            [&chain_id as &(dyn tokio_postgres::types::ToSql + Sync), &len],
+        )
         .await
         .map_err(db("read records"))?;
     let mut rows = std::pin::pin!(rows);
@@ -80,6 +81,21 @@ struct Verified {
     /// The store, for errors (never a password).
     store: String,
     client: tokio_postgres::Client,
+    report: crate::verify::PgVerifyReport,
+}
+
+impl Verified {
+    /// How many records of `chain_id` verification saw: what is read afterwards stays within
+    /// them (a live gateway may have appended more, not yet verified).
+    fn verified_len(&self, chain_id: &str) -> i64 {
+        let n = self
+            .report
+            .chains
+            .iter()
+            .find(|c| c.chain_id == chain_id)
+            .map_or(0, |c| c.records);
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
 }
 
 /// Verify the store in `schema` (against `published`, when given: a damaged log is not read
@@ -92,9 +108,14 @@ async fn verified(
 ) -> Result<Verified, PgExportError> {
     let s = checked_ident("schema", schema)?.to_string();
     let store = format!("{}?schema={s}", redact_config(config));
-    verify_with_published(config, tls, &s, published).await?;
+    let report = verify_with_published(config, tls, &s, published).await?;
     let client = crate::tls::connect(config, tls).await?;
-    Ok(Verified { s, store, client })
+    Ok(Verified {
+        s,
+        store,
+        client,
+        report,
+    })
 }
 
 /// A read-only snapshot: the key, the checkpoint and the records are read consistently.
@@ -196,7 +217,9 @@ pub async fn prove_chain_inclusion(
     target: &ProveTarget,
 ) -> Result<(String, cordon_audit::InclusionBundle), PgExportError> {
     let chain_id = checked_chain_id(chain_id)?;
-    let Verified { s, store, mut client } = verified(config, tls, schema, published).await?;
+    let Verified {
+        s, store, mut client, ..
+    } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
     let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
@@ -279,7 +302,9 @@ pub async fn prove_chain_consistency(
             "the old size {old_size} is larger than the new size {new_size}"
         )));
     }
-    let Verified { s, store, mut client } = verified(config, tls, schema, published).await?;
+    let Verified {
+        s, store, mut client, ..
+    } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
     let (vkey, _) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
@@ -404,8 +429,9 @@ async fn chain_leaves(
     Ok(leaves)
 }
 
-/// Every record of chain `chain_id` with its index, in order, after verifying the store (against
-/// the checkpoints published in `published`, when given): what `cordon audit show` renders.
+/// Every record of chain `chain_id` that verification saw, with its index, in order, after
+/// verifying the store (against the checkpoints published in `published`, when given): what
+/// `cordon audit show` renders. Records a live gateway appends meanwhile are left out.
 pub async fn read_chain_records(
     config: &tokio_postgres::Config,
     tls: &crate::Tls,
@@ -414,12 +440,14 @@ pub async fn read_chain_records(
     published: &[PathBuf],
 ) -> Result<Vec<(u64, cordon_audit::Record)>, PgExportError> {
     let chain_id = checked_chain_id(chain_id)?;
-    let Verified { s, store, client } = verified(config, tls, schema, published).await?;
+    let v = verified(config, tls, schema, published).await?;
+    let len = v.verified_len(chain_id);
+    let Verified { s, store, client, .. } = v;
     let db = |op: &'static str| PgError::db(&store, op);
     let rows = client
         .query_raw(
-            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 ORDER BY idx"),
-            [&chain_id],
+            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
+            [&chain_id as &(dyn tokio_postgres::types::ToSql + Sync), &len],
         )
         .await
         .map_err(db("read records"))?;
