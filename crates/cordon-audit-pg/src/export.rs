@@ -55,7 +55,7 @@ pub async fn export_chain(
     } = v;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
-    let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
+    let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published, len).await?;
     let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &note, keystore)?;
     let rows = txn
         .query_raw(
@@ -133,13 +133,16 @@ async fn snapshot<'c>(
 }
 
 /// The chain's verifier key (the publication target's, which verification checked the table's
-/// agrees with; without a target, the table's) and its newest signed checkpoint (note text).
+/// agrees with; without a target, the table's) and its newest signed checkpoint (note text) of at
+/// most `max_size` records: the verified length, so that a live gateway's later checkpoints do
+/// not reach past the records that are read.
 async fn key_and_newest_checkpoint(
     txn: &tokio_postgres::Transaction<'_>,
     s: &str,
     store: &str,
     chain_id: &str,
     published: &[PathBuf],
+    max_size: i64,
 ) -> Result<(String, String), PgExportError> {
     let db = |op: &'static str| PgError::db(store, op);
     let none = || PgExportError::NoCheckpoint {
@@ -166,9 +169,9 @@ async fn key_and_newest_checkpoint(
     let row = txn
         .query_opt(
             &format!(
-                "SELECT tree_size, note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL ORDER BY tree_size DESC LIMIT 1"
+                "SELECT tree_size, note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL AND tree_size <= $2 ORDER BY tree_size DESC LIMIT 1"
             ),
-            &[&chain_id],
+            &[&chain_id, &max_size],
         )
         .await
         .map_err(db("read checkpoints"))?;
@@ -185,10 +188,13 @@ async fn key_and_newest_checkpoint(
         }
         newest = Some((noted.unwrap_or(0), note));
     }
-    // A checkpoint published but not in the table (its insert failed, e.g. at shutdown) is newer.
+    // A checkpoint published but not in the table (its insert failed, e.g. at shutdown) may be
+    // newer.
+    let max = u64::try_from(max_size).unwrap_or(0);
     for t in published {
         if let Ok(note) = std::fs::read_to_string(t.join(chain_id).join("latest.ckpt"))
             && let Ok(c) = Checkpoint::parse_unverified(note.as_bytes())
+            && c.size <= max
             && newest.as_ref().is_none_or(|(size, _)| c.size > *size)
         {
             newest = Some((c.size, note));
@@ -217,12 +223,14 @@ pub async fn prove_chain_inclusion(
     target: &ProveTarget,
 ) -> Result<(String, cordon_audit::InclusionBundle), PgExportError> {
     let chain_id = checked_chain_id(chain_id)?;
+    let v = verified(config, tls, schema, published).await?;
+    let len = v.verified_len(chain_id);
     let Verified {
         s, store, mut client, ..
-    } = verified(config, tls, schema, published).await?;
+    } = v;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
-    let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
+    let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published, len).await?;
     let verifier = cordon_audit::note::NoteVerifier::parse(vkey.trim_end())
         .map_err(|e| PgExportError::Proof(e.to_string()))?;
     let ckpt = cordon_audit::checkpoint::Checkpoint::open(note.as_bytes(), std::slice::from_ref(&verifier))
@@ -307,7 +315,7 @@ pub async fn prove_chain_consistency(
     } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
-    let (vkey, _) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published).await?;
+    let (vkey, _) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published, i64::MAX).await?;
     let verifier = cordon_audit::note::NoteVerifier::parse(vkey.trim_end())
         .map_err(|e| PgExportError::Proof(e.to_string()))?;
     let old = signed_checkpoint(&txn, &s, &store, chain_id, published, &verifier, old_size).await?;
@@ -381,16 +389,7 @@ async fn checkpoint_notes(
         .collect::<Result<_, _>>()
         .map_err(db("read checkpoints"))?;
     for t in published {
-        let Ok(found) = cordon_audit::read_published(&t.join(chain_id)) else {
-            continue;
-        };
-        for (_, _, bytes) in found.notes {
-            if Checkpoint::parse_unverified(&bytes).is_ok_and(|c| c.size == size)
-                && let Ok(text) = String::from_utf8(bytes)
-            {
-                notes.push(text);
-            }
-        }
+        notes.extend(cordon_audit::published_at(&t.join(chain_id), size));
     }
     Ok(notes)
 }

@@ -90,7 +90,8 @@ pub use proofs::{
 };
 pub use pseudonym::Pseudonymizer;
 pub use publisher::{
-    CheckpointPublisher, Published, check_verifier_key, publish_verifier_key, published_size, read_published,
+    CheckpointPublisher, Published, check_verifier_key, publish_verifier_key, published_at, published_size,
+    read_published,
 };
 pub use record::{
     CallerRecord, CompletionRecord, DecisionRecord, Evidence, Latency, Outcome, Payload, RECORD_VERSION,

@@ -120,6 +120,23 @@ pub fn published_size(target: &Path) -> io::Result<Option<u64>> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
+/// The note texts a target holds for tree size `size`: its `checkpoints/` file of that size and
+/// its `latest.ckpt` when that is the size (signatures not checked). Reads at most two files, however
+/// many checkpoints the target keeps.
+pub fn published_at(target: &Path, size: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let named = target.join(tlog::CKPT_DIR).join(tlog::ckpt_name(size));
+    for path in [named, target.join(tlog::LATEST)] {
+        if let Ok(text) = fs::read_to_string(&path)
+            && crate::checkpoint::Checkpoint::parse_unverified(text.as_bytes()).is_ok_and(|c| c.size == size)
+            && !out.contains(&text)
+        {
+            out.push(text);
+        }
+    }
+    out
+}
+
 /// Make sure `target` names `verifier` as its log's key: write `checkpoint.vkey` if it has none,
 /// refuse if it names another key (another log, or a replaced key: its checkpoints would no
 /// longer verify against what was published before).

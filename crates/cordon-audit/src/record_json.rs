@@ -25,96 +25,143 @@ impl Record {
 }
 
 fn decision(o: &mut Vec<u8>, d: &DecisionRecord) -> Result<(), serde_json::Error> {
+    // Every field by name: a field added to the struct does not compile until it is written.
+    let DecisionRecord {
+        v,
+        decision_id,
+        ts,
+        gateway_id,
+        gateway_region,
+        policy_version,
+        subject,
+        caller,
+        data_subject_jurisdiction,
+        data_subject_country,
+        residency_source,
+        request_origin_region,
+        tier,
+        tier_declared,
+        operation,
+        model,
+        outcome,
+        reason,
+        reasons,
+        model_endpoint,
+        provider,
+        operator,
+        processing_regions,
+        processing_jurisdictions,
+        transfer_mechanism,
+        transfer_reference,
+        audit_storage_region,
+        payload,
+        pii,
+    } = d;
     o.extend_from_slice(br#"{"kind":"decision","v":"#);
-    uint(o, u64::from(d.v));
+    uint(o, u64::from(*v));
     key(o, "decision_id");
-    uuid(o, &d.decision_id);
+    uuid(o, decision_id);
     key(o, "ts");
-    string(o, &d.ts)?;
+    string(o, ts)?;
     key(o, "gateway_id");
-    string(o, &d.gateway_id)?;
+    string(o, gateway_id)?;
     key(o, "gateway_region");
-    opt_string(o, d.gateway_region.as_deref())?;
+    opt_string(o, gateway_region.as_deref())?;
     key(o, "policy_version");
-    string(o, &d.policy_version)?;
+    string(o, policy_version)?;
     key(o, "subject");
-    opt_string(o, d.subject.as_deref())?;
+    opt_string(o, subject.as_deref())?;
     key(o, "caller");
-    nested(o, &d.caller)?;
+    nested(o, &caller)?;
     key(o, "data_subject_jurisdiction");
-    opt_string(o, d.data_subject_jurisdiction.as_deref())?;
+    opt_string(o, data_subject_jurisdiction.as_deref())?;
     key(o, "data_subject_country");
-    opt_string(o, d.data_subject_country.as_deref())?;
+    opt_string(o, data_subject_country.as_deref())?;
     key(o, "residency_source");
-    opt_string(o, d.residency_source.as_deref())?;
+    opt_string(o, residency_source.as_deref())?;
     key(o, "request_origin_region");
-    opt_string(o, d.request_origin_region.as_deref())?;
+    opt_string(o, request_origin_region.as_deref())?;
     key(o, "tier");
-    opt_uint(o, d.tier.map(u64::from));
+    opt_uint(o, tier.map(u64::from));
     key(o, "tier_declared");
-    opt_uint(o, d.tier_declared.map(u64::from));
+    opt_uint(o, tier_declared.map(u64::from));
     key(o, "operation");
-    string(o, &d.operation)?;
+    string(o, operation)?;
     key(o, "model");
-    opt_string(o, d.model.as_deref())?;
+    opt_string(o, model.as_deref())?;
     key(o, "outcome");
-    o.extend_from_slice(match d.outcome {
+    o.extend_from_slice(match outcome {
         Outcome::Allowed => br#""allowed""#.as_slice(),
         Outcome::Refused => br#""refused""#.as_slice(),
     });
     key(o, "reason");
-    opt_string(o, d.reason.as_deref())?;
+    opt_string(o, reason.as_deref())?;
     key(o, "reasons");
-    strings(o, &d.reasons)?;
+    strings(o, reasons)?;
     key(o, "model_endpoint");
-    opt_string(o, d.model_endpoint.as_deref())?;
+    opt_string(o, model_endpoint.as_deref())?;
     key(o, "provider");
-    opt_string(o, d.provider.as_deref())?;
+    opt_string(o, provider.as_deref())?;
     key(o, "operator");
-    opt_string(o, d.operator.as_deref())?;
+    opt_string(o, operator.as_deref())?;
     key(o, "processing_regions");
-    strings(o, &d.processing_regions)?;
+    strings(o, processing_regions)?;
     key(o, "processing_jurisdictions");
-    strings(o, &d.processing_jurisdictions)?;
+    strings(o, processing_jurisdictions)?;
     key(o, "transfer_mechanism");
-    opt_string(o, d.transfer_mechanism.as_deref())?;
+    opt_string(o, transfer_mechanism.as_deref())?;
     key(o, "transfer_reference");
-    opt_string(o, d.transfer_reference.as_deref())?;
+    opt_string(o, transfer_reference.as_deref())?;
     key(o, "audit_storage_region");
-    opt_string(o, d.audit_storage_region.as_deref())?;
+    opt_string(o, audit_storage_region.as_deref())?;
     key(o, "payload");
-    nested(o, &d.payload)?;
+    nested(o, &payload)?;
     key(o, "pii");
-    nested(o, &d.pii)?;
+    nested(o, &pii)?;
     o.push(b'}');
     Ok(())
 }
 
 fn completion(o: &mut Vec<u8>, c: &CompletionRecord) -> Result<(), serde_json::Error> {
+    // Every field by name: a field added to the struct does not compile until it is written.
+    let CompletionRecord {
+        v,
+        decision_id,
+        ts,
+        status,
+        model_endpoint,
+        processing_regions,
+        attempts,
+        latency_ms,
+        usage,
+        stream,
+        error,
+        processing_evidence,
+    } = c;
     o.extend_from_slice(br#"{"kind":"completion","v":"#);
-    uint(o, u64::from(c.v));
+    uint(o, u64::from(*v));
     key(o, "decision_id");
-    uuid(o, &c.decision_id);
+    uuid(o, decision_id);
     key(o, "ts");
-    string(o, &c.ts)?;
+    string(o, ts)?;
     key(o, "status");
-    uint(o, u64::from(c.status));
+    uint(o, u64::from(*status));
     key(o, "model_endpoint");
-    opt_string(o, c.model_endpoint.as_deref())?;
+    opt_string(o, model_endpoint.as_deref())?;
     key(o, "processing_regions");
-    strings(o, &c.processing_regions)?;
+    strings(o, processing_regions)?;
     key(o, "attempts");
-    uint(o, u64::from(c.attempts));
+    uint(o, u64::from(*attempts));
     key(o, "latency_ms");
-    nested(o, &c.latency_ms)?;
+    nested(o, &latency_ms)?;
     key(o, "usage");
-    nested(o, &c.usage)?;
+    nested(o, &usage)?;
     key(o, "stream");
-    o.extend_from_slice(if c.stream { b"true" } else { b"false" });
+    o.extend_from_slice(if *stream { b"true" } else { b"false" });
     key(o, "error");
-    opt_string(o, c.error.as_deref())?;
+    opt_string(o, error.as_deref())?;
     key(o, "processing_evidence");
-    nested(o, &c.processing_evidence)?;
+    nested(o, &processing_evidence)?;
     o.push(b'}');
     Ok(())
 }
@@ -324,10 +371,12 @@ mod tests {
         let mut g = Gen(42);
         for _ in 0..5_000 {
             for r in [varied_decision(&mut g), varied_completion(&mut g)] {
-                let fast = r.to_json().unwrap();
-                assert_eq!(
+                let (fast, serde) = (r.to_json().unwrap(), serde_json::to_vec(&r).unwrap());
+                assert!(
+                    fast == serde,
+                    "to_json:    {}\nserde_json: {}",
                     String::from_utf8_lossy(&fast),
-                    String::from_utf8_lossy(&serde_json::to_vec(&r).unwrap())
+                    String::from_utf8_lossy(&serde)
                 );
                 assert_eq!(serde_json::from_slice::<Record>(&fast).is_ok(), !has_nan(&r));
             }
