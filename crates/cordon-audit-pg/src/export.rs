@@ -57,19 +57,11 @@ pub async fn export_chain(
     let txn = snapshot(&mut client, &store).await?;
     let (vkey, note) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published, len).await?;
     let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &note, keystore)?;
-    let rows = txn
-        .query_raw(
-            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
-            [&chain_id as &(dyn tokio_postgres::types::ToSql + Sync), &len],
-        )
-        .await
-        .map_err(db("read records"))?;
-    let mut rows = std::pin::pin!(rows);
-    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
-        let idx: i64 = row.try_get(0).map_err(db("read records"))?;
-        let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
-        builder.push(u64::try_from(idx).unwrap_or(u64::MAX), body);
-    }
+    for_each_record(&txn, &s, &store, chain_id, len, |idx, body| {
+        builder.push(idx, body);
+        Ok(())
+    })
+    .await?;
     txn.commit().await.map_err(db("commit"))?;
     Ok(builder.finish()?)
 }
@@ -87,14 +79,12 @@ struct Verified {
 impl Verified {
     /// How many records of `chain_id` verification saw: what is read afterwards stays within
     /// them (a live gateway may have appended more, not yet verified).
-    fn verified_len(&self, chain_id: &str) -> i64 {
-        let n = self
-            .report
+    fn verified_len(&self, chain_id: &str) -> u64 {
+        self.report
             .chains
             .iter()
             .find(|c| c.chain_id == chain_id)
-            .map_or(0, |c| c.records);
-        i64::try_from(n).unwrap_or(i64::MAX)
+            .map_or(0, |c| c.records)
     }
 }
 
@@ -142,7 +132,7 @@ async fn key_and_newest_checkpoint(
     store: &str,
     chain_id: &str,
     published: &[PathBuf],
-    max_size: i64,
+    max_size: u64,
 ) -> Result<(String, String), PgExportError> {
     let db = |op: &'static str| PgError::db(store, op);
     let none = || PgExportError::NoCheckpoint {
@@ -171,7 +161,7 @@ async fn key_and_newest_checkpoint(
             &format!(
                 "SELECT tree_size, note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL AND tree_size <= $2 ORDER BY tree_size DESC LIMIT 1"
             ),
-            &[&chain_id, &max_size],
+            &[&chain_id, &sql_index(max_size)],
         )
         .await
         .map_err(db("read checkpoints"))?;
@@ -190,11 +180,10 @@ async fn key_and_newest_checkpoint(
     }
     // A checkpoint published but not in the table (its insert failed, e.g. at shutdown) may be
     // newer.
-    let max = u64::try_from(max_size).unwrap_or(0);
     for t in published {
         if let Ok(note) = std::fs::read_to_string(t.join(chain_id).join("latest.ckpt"))
             && let Ok(c) = Checkpoint::parse_unverified(note.as_bytes())
-            && c.size <= max
+            && c.size <= max_size
             && newest.as_ref().is_none_or(|(size, _)| c.size > *size)
         {
             newest = Some((c.size, note));
@@ -242,23 +231,9 @@ pub async fn prove_chain_inclusion(
             verifier.name()
         )));
     }
-    let rows = txn
-        .query_raw(
-            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
-            [
-                &chain_id as &(dyn tokio_postgres::types::ToSql + Sync),
-                &i64::try_from(ckpt.size).unwrap_or(i64::MAX),
-            ],
-        )
-        .await
-        .map_err(db("read records"))?;
-    let mut rows = std::pin::pin!(rows);
     let mut leaves = Vec::new();
     let mut found: Option<(u64, Vec<u8>)> = None;
-    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
-        let idx: i64 = row.try_get(0).map_err(db("read records"))?;
-        let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
-        let idx = u64::try_from(idx).unwrap_or(u64::MAX);
+    for_each_record(&txn, &s, &store, chain_id, ckpt.size, |idx, body| {
         leaves.push(cordon_audit::merkle::leaf_hash(body));
         let hit = match target {
             ProveTarget::Index(i) => *i == idx,
@@ -271,7 +246,9 @@ pub async fn prove_chain_inclusion(
         if hit && found.is_none() {
             found = Some((idx, body.to_vec()));
         }
-    }
+        Ok(())
+    })
+    .await?;
     txn.commit().await.map_err(db("commit"))?;
     let Some((index, body)) = found else {
         return Err(PgExportError::Proof(format!(
@@ -315,7 +292,7 @@ pub async fn prove_chain_consistency(
     } = verified(config, tls, schema, published).await?;
     let db = |op: &'static str| PgError::db(&store, op);
     let txn = snapshot(&mut client, &store).await?;
-    let (vkey, _) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published, i64::MAX).await?;
+    let (vkey, _) = key_and_newest_checkpoint(&txn, &s, &store, chain_id, published, u64::MAX).await?;
     let verifier = cordon_audit::note::NoteVerifier::parse(vkey.trim_end())
         .map_err(|e| PgExportError::Proof(e.to_string()))?;
     let old = signed_checkpoint(&txn, &s, &store, chain_id, published, &verifier, old_size).await?;
@@ -380,7 +357,7 @@ async fn checkpoint_notes(
             &format!(
                 "SELECT note FROM \"{s}\".checkpoints WHERE chain_id = $1 AND tree_size = $2 AND note IS NOT NULL"
             ),
-            &[&chain_id, &i64::try_from(size).unwrap_or(i64::MAX)],
+            &[&chain_id, &sql_index(size)],
         )
         .await
         .map_err(db("read checkpoints"))?
@@ -394,6 +371,40 @@ async fn checkpoint_notes(
     Ok(notes)
 }
 
+/// An index or size as PostgreSQL's `bigint` (saturating: no chain is that long).
+fn sql_index(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Each record of chain `chain_id` below index `below`, in index order: `each(index, body)`.
+async fn for_each_record(
+    c: &impl tokio_postgres::GenericClient,
+    s: &str,
+    store: &str,
+    chain_id: &str,
+    below: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), PgExportError>,
+) -> Result<(), PgExportError> {
+    let db = |op: &'static str| PgError::db(store, op);
+    let rows = c
+        .query_raw(
+            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
+            [
+                &chain_id as &(dyn tokio_postgres::types::ToSql + Sync),
+                &sql_index(below),
+            ],
+        )
+        .await
+        .map_err(db("read records"))?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
+        let idx: i64 = row.try_get(0).map_err(db("read records"))?;
+        let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
+        each(u64::try_from(idx).unwrap_or(u64::MAX), body)?;
+    }
+    Ok(())
+}
+
 /// The leaf hashes of the first `size` records of chain `chain_id`; an error if it holds fewer.
 async fn chain_leaves(
     txn: &tokio_postgres::Transaction<'_>,
@@ -402,23 +413,12 @@ async fn chain_leaves(
     chain_id: &str,
     size: u64,
 ) -> Result<Vec<cordon_audit::merkle::Hash>, PgExportError> {
-    let db = |op: &'static str| PgError::db(store, op);
-    let rows = txn
-        .query_raw(
-            &format!("SELECT body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
-            [
-                &chain_id as &(dyn tokio_postgres::types::ToSql + Sync),
-                &i64::try_from(size).unwrap_or(i64::MAX),
-            ],
-        )
-        .await
-        .map_err(db("read records"))?;
-    let mut rows = std::pin::pin!(rows);
     let mut leaves = Vec::new();
-    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
-        let body: &[u8] = row.try_get(0).map_err(db("read records"))?;
+    for_each_record(txn, s, store, chain_id, size, |_, body| {
         leaves.push(cordon_audit::merkle::leaf_hash(body));
-    }
+        Ok(())
+    })
+    .await?;
     if (leaves.len() as u64) < size {
         return Err(PgExportError::Proof(format!(
             "a checkpoint attests {size} records of chain {chain_id} but the store holds {}",
@@ -442,26 +442,17 @@ pub async fn read_chain_records(
     let v = verified(config, tls, schema, published).await?;
     let len = v.verified_len(chain_id);
     let Verified { s, store, client, .. } = v;
-    let db = |op: &'static str| PgError::db(&store, op);
-    let rows = client
-        .query_raw(
-            &format!("SELECT idx, body FROM \"{s}\".records WHERE chain_id = $1 AND idx < $2 ORDER BY idx"),
-            [&chain_id as &(dyn tokio_postgres::types::ToSql + Sync), &len],
-        )
-        .await
-        .map_err(db("read records"))?;
-    let mut rows = std::pin::pin!(rows);
     let mut out = Vec::new();
-    while let Some(row) = rows.try_next().await.map_err(db("read records"))? {
-        let idx: i64 = row.try_get(0).map_err(db("read records"))?;
-        let body: &[u8] = row.try_get(1).map_err(db("read records"))?;
+    for_each_record(&client, &s, &store, chain_id, len, |idx, body| {
         let rec = crate::body::parse_body(body)
             .and_then(|e| serde_json::from_slice(e.rec).ok())
             .ok_or_else(|| {
                 PgExportError::Proof(format!("record {idx} of chain {chain_id} is not a valid record"))
             })?;
-        out.push((u64::try_from(idx).unwrap_or(u64::MAX), rec));
-    }
+        out.push((idx, rec));
+        Ok(())
+    })
+    .await?;
     if out.is_empty() {
         return Err(PgExportError::Proof(format!(
             "chain {chain_id} has no records in this store (is the chain id right?)"
