@@ -7,8 +7,8 @@ The histogram is cumulative over the server's life, so the difference of two scr
 around one load run is that run's distribution. `p50_le`/`p99_le` are the smallest bucket upper
 bound whose cumulative count reaches the quantile (a bound: the true quantile is at most this);
 `p99_interp` interpolates linearly inside that bucket (Prometheus' histogram_quantile: an
-estimate, not a bound). The audit-wait histogram has 25 us buckets up to 1 ms, so below 1 ms the
-bound is at most 25 us above the true p99.
+estimate, not a bound). The audit-wait and fsync histograms have 25 us buckets up to 1 ms and
+100 us buckets up to 5 ms, so there the bound is at most 25 (100) us above the true quantile.
 Prints: count, mean_us, p50_le_us, p99_le_us, p99_interp_us (tab-separated).
 Usage: python3 histdiff.py BEFORE AFTER DURABILITY
        python3 histdiff.py BEFORE AFTER LABEL=VALUE METRIC

@@ -4,24 +4,34 @@
 //!
 //! The fsync histogram is what `strict` durability is judged against ("adds no more than the
 //! disk's own fsync p99"), measured on the store's own file under the real load instead of by a
-//! separate probe. Its bounds match the gateway's `cordon_audit_wait_seconds` histogram (25 µs
-//! steps to 1 ms, then doubling), so the two compare bucket for bucket.
+//! separate probe. Its bounds ([`latency_bounds_us`]) are also the gateway's
+//! `cordon_audit_wait_seconds` bounds, so the two compare bucket for bucket: fine where a sync
+//! and a strict wait fall (25 µs steps to 1 ms, 100 µs steps to 5 ms), doubling beyond.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the fsync histogram, in microseconds: 25 µs steps to 1 ms, then 1.25 ms
-/// doubling to ~82 s (the last bucket, +Inf, is implicit).
+/// 25 µs steps to 1 ms, then 100 µs steps to 5 ms, then 10 ms doubling to ~82 s (the last
+/// bucket, +Inf, is implicit).
 const FINE_STEPS: usize = 40;
-const COARSE: usize = 17;
-const BUCKETS: usize = FINE_STEPS + COARSE;
+const MID_STEPS: usize = 40;
+const COARSE: usize = 14;
+const BUCKETS: usize = FINE_STEPS + MID_STEPS + COARSE;
 
 fn bound_us(i: usize) -> u64 {
     if i < FINE_STEPS {
         (i as u64 + 1) * 25
+    } else if i < FINE_STEPS + MID_STEPS {
+        1_000 + (i - FINE_STEPS + 1) as u64 * 100
     } else {
-        1_250 << (i - FINE_STEPS)
+        10_000 << (i - FINE_STEPS - MID_STEPS)
     }
+}
+
+/// The upper bounds (µs, increasing, +Inf implicit) of the store's fsync histogram and of the
+/// gateway's audit-wait histogram.
+pub fn latency_bounds_us() -> impl Iterator<Item = u64> {
+    (0..BUCKETS).map(bound_us)
 }
 
 /// Counters shared by a store's writer (which updates them) and its handle (which reads them).
@@ -98,8 +108,10 @@ mod tests {
     fn bounds_are_increasing_and_match_the_gateway_wait_histogram() {
         assert_eq!(bound_us(0), 25);
         assert_eq!(bound_us(39), 1_000);
-        assert_eq!(bound_us(40), 1_250);
-        assert_eq!(bound_us(BUCKETS - 1), 1_250 << 16);
+        assert_eq!(bound_us(40), 1_100);
+        assert_eq!(bound_us(79), 5_000);
+        assert_eq!(bound_us(80), 10_000);
+        assert_eq!(bound_us(BUCKETS - 1), 10_000 << 13);
         assert!((1..BUCKETS).all(|i| bound_us(i) > bound_us(i - 1)));
     }
 
@@ -108,7 +120,7 @@ mod tests {
         let s = CommitStats::new();
         s.batch(10, Duration::from_micros(25)); // on the first bound: bucket 0
         s.batch(5, Duration::from_micros(26)); // just above: bucket 1
-        s.batch(1, Duration::from_millis(3)); // 2.5 ms < 3 ms <= 5 ms
+        s.batch(1, Duration::from_micros(2_950)); // 2.9 ms < 2.95 ms <= 3 ms
         s.batch(1, Duration::from_secs(1_000)); // beyond the last bound: +Inf only
         let snap = s.snapshot();
         assert_eq!(snap.batches, 4);
@@ -122,12 +134,12 @@ mod tests {
         };
         assert_eq!(count_at(0.000_025), 1);
         assert_eq!(count_at(0.000_050), 1);
-        assert_eq!(count_at(0.002_5), 0);
-        assert_eq!(count_at(0.005), 1);
+        assert_eq!(count_at(0.002_9), 0);
+        assert_eq!(count_at(0.003), 1);
         assert_eq!(snap.sync_buckets.last(), Some(&(f64::INFINITY, 1)));
         assert_eq!(snap.sync_buckets.len(), BUCKETS + 1);
         assert_eq!(snap.sync_buckets.iter().map(|(_, n)| n).sum::<u64>(), 4);
-        let sum = 0.000_025 + 0.000_026 + 0.003 + 1_000.0;
+        let sum = 0.000_025 + 0.000_026 + 0.002_95 + 1_000.0;
         assert!((snap.sync_seconds_sum - sum).abs() < 1e-6);
     }
 }

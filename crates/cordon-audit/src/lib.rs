@@ -79,7 +79,7 @@ pub use bundle::{
     Bundle, BundleError, BundleSummary, ExportBuilder, ExportFilter, export, read_bundle, verify_bundle,
     write_bundle,
 };
-pub use commit_stats::CommitSnapshot;
+pub use commit_stats::{CommitSnapshot, latency_bounds_us};
 pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use key_wrap::{KeyWrap, KeyWrapError, LocalMasterKey};

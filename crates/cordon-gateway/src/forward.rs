@@ -115,9 +115,7 @@ pub async fn forward(ctx: &Ctx<'_>, candidates: &[Candidate], body: &RequestBody
             }
         }
     }
-    let all_down = failures
-        .iter()
-        .all(|(_, e)| matches!(e, UpstreamError::Connect(_)));
+    let all_down = failures.iter().all(|(_, e)| e.is_unreachable());
     let detail: Vec<String> = failures
         .iter()
         .map(|(id, e)| format!("{id}: {}", e.public_message()))

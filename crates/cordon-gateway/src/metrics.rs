@@ -66,11 +66,10 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
 }
 
-/// The audit wait is compared with the disk's fsync p99 (a few hundred µs): 25 µs steps up to
-/// 1 ms, then 1.25 ms .. ~82 s doubling (57 buckets).
+/// The audit wait is compared with the disk's fsync p99 (a few hundred µs to a few ms): the same
+/// bounds as the store's own fsync histogram (`cordon_audit_fsync_seconds`), bucket for bucket.
 fn audit_wait_histogram() -> Histogram {
-    let fine = (1..=40).map(|k| k as f64 * 0.000_025);
-    Histogram::new(fine.chain(exponential_buckets(0.001_25, 2.0, 17)))
+    Histogram::new(cordon_audit::latency_bounds_us().map(|us| us as f64 / 1e6))
 }
 
 impl Default for Metrics {

@@ -89,13 +89,8 @@ impl Policy {
         healthy: impl Fn(usize) -> bool,
         remove: impl Fn(&Endpoint) -> Option<String>,
     ) -> Decision {
-        let Some(&mi) = self.model_index.get(req.model) else {
-            return Decision::refusal(
-                ReasonCode::ModelNotFound,
-                format!("model '{}' is not served by this gateway", req.model),
-            );
-        };
-        // Condition 3: may this gateway process this subject's data at all?
+        // Condition 3 first: a gateway that may not process this subject's data at all says so
+        // whatever the model (and tells an out-of-jurisdiction caller nothing about its models).
         if let Some(g) = &self.gateway {
             let verdict = self.gateway_table.get(&(req.jurisdiction, req.tier));
             let ok = matches!(verdict, Some(Ok(p)) if p.valid_until.is_none_or(|d| req.today <= d));
@@ -118,6 +113,12 @@ impl Policy {
                 });
             }
         }
+        let Some(&mi) = self.model_index.get(req.model) else {
+            return Decision::refusal(
+                ReasonCode::ModelNotFound,
+                format!("model '{}' is not served by this gateway", req.model),
+            );
+        };
         let model = &self.models[mi];
         let Some(verdicts) = self.table.get(&(mi, req.jurisdiction, req.tier)) else {
             return Decision::refusal(

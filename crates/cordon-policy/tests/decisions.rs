@@ -358,6 +358,15 @@ fn gateway_out_of_jurisdiction_names_the_regional_gateway() {
     assert_eq!(r.code, ReasonCode::GatewayOutOfJurisdiction);
     assert!(r.message.contains("https://eu.ai.example.com"), "{}", r.message);
     assert!(matches!(decide(&p, "US", "chat", 1, TODAY), Decision::Allow(_)));
+    // Condition 3 comes before the model lookup: an out-of-jurisdiction caller learns nothing
+    // about which models exist, and is told where to go instead.
+    let d = decide(&p, "EU", "no-such-model", 1, TODAY);
+    let Decision::Refuse(r) = &d else { panic!("{d:?}") };
+    assert_eq!(r.code, ReasonCode::GatewayOutOfJurisdiction);
+    let Decision::Refuse(r) = decide(&p, "US", "no-such-model", 1, TODAY) else {
+        panic!()
+    };
+    assert_eq!(r.code, ReasonCode::ModelNotFound);
     // The environment override moves the gateway into the EU.
     let p = Policy::from_yaml(
         &text,

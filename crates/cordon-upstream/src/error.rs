@@ -39,8 +39,11 @@ impl UpstreamError {
     ///
     /// - `Connect`, `Timeout("connect")`, `Timeout("first byte")`: yes, nothing was received.
     /// - `Timeout("total")`: no, the response had started (a stream may be half delivered).
-    /// - `Status`: yes for 5xx and 429; no for other statuses (the client's request is wrong, or the
-    ///   upstream redirected, which Cordon never follows): pass it on.
+    /// - `Status`: yes for 5xx and 429, and for 401/403: those answer the *gateway's* provider
+    ///   credentials, an operator error on this endpoint (never passed on as the client's 401/403,
+    ///   which mean a bad caller token or a residency refusal). No for other statuses (the
+    ///   client's request is wrong, or the upstream redirected, which Cordon never follows): pass
+    ///   it on.
     /// - `Body`: no, the upstream accepted and may have processed the request.
     /// - `Config`: yes. It is an operator error on this endpoint only; another permitted endpoint
     ///   may serve the request. The gateway should still log it loudly.
@@ -48,10 +51,21 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(_) => true,
             UpstreamError::Timeout(phase) => *phase != "total",
-            UpstreamError::Status { status, .. } => *status >= 500 || *status == 429,
+            UpstreamError::Status { status, .. } => matches!(*status, 500..|429| 401 | 403),
             UpstreamError::Body(_) => false,
             UpstreamError::Config(_) => true,
         }
+    }
+
+    /// Was the endpoint unreachable: refused, or no connection within the connect timeout (a host
+    /// that drops packets)? When every permitted endpoint failed this way the gateway answers 503
+    /// `all_permitted_endpoints_unavailable`. An endpoint that accepted the connection but did not
+    /// answer in time is up but slow: that stays `upstream_timeout` (504).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::Timeout("connect")
+        )
     }
 
     /// A message safe to show a client: no credentials, no URLs, no upstream body (an upstream's
@@ -138,13 +152,30 @@ mod tests {
         assert!(status(503).is_retryable());
         assert!(status(429).is_retryable());
         assert!(!status(400).is_retryable());
-        assert!(!status(401).is_retryable());
+        assert!(!status(404).is_retryable());
+        // The gateway's own provider credentials were refused: another endpoint may serve.
+        assert!(status(401).is_retryable());
+        assert!(status(403).is_retryable());
         assert!(!status(302).is_retryable());
         assert!(UpstreamError::Timeout("connect").is_retryable());
         assert!(UpstreamError::Timeout("first byte").is_retryable());
         assert!(!UpstreamError::Timeout("total").is_retryable());
         assert!(!UpstreamError::Body("reset".into()).is_retryable());
         assert!(UpstreamError::Config("missing".into()).is_retryable());
+    }
+
+    #[test]
+    fn unreachable_means_nothing_was_received() {
+        assert!(UpstreamError::Connect("refused".into()).is_unreachable());
+        assert!(UpstreamError::Timeout("connect").is_unreachable());
+        assert!(!UpstreamError::Timeout("first byte").is_unreachable());
+        assert!(!UpstreamError::Timeout("total").is_unreachable());
+        let status = UpstreamError::Status {
+            status: 503,
+            body: Bytes::new(),
+        };
+        assert!(!status.is_unreachable());
+        assert!(!UpstreamError::Config("missing".into()).is_unreachable());
     }
 
     #[test]

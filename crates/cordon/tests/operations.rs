@@ -444,3 +444,46 @@ async fn a_second_gateway_starts_when_a_configured_store_is_held() {
     assert_eq!(status_for(&b.url, &de, "first").await, 503);
     assert_eq!(status_for(&a.url, &de, "first").await, 200);
 }
+
+/// An upstream on 127.0.0.1 that refuses every chat completion with `status` (as a provider does
+/// when the gateway's API key is wrong or lacks access).
+async fn refusing_upstream(status: u16) -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                r#"{"error":{"message":"Incorrect API key provided: sk-abc","type":"invalid_request_error"}}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusing_the_gateways_credentials_is_a_502_never_the_callers_401_or_403() {
+    let (u401, u403) = (refusing_upstream(401).await, refusing_upstream(403).await);
+    let models = format!(
+        "  keyless:\n    endpoints:\n      - {{ id: a, provider: openai, url: \"{u401}\", regions: [aws:eu-central-1] }}\n      - {{ id: b, provider: openai, url: \"{u403}\", regions: [aws:eu-central-1] }}\n  fallback:\n    endpoints:\n      - {{ id: a, provider: openai, url: \"{u403}\", regions: [aws:eu-central-1] }}\n      - {{ id: b, provider: echo, regions: [aws:eu-west-1] }}\n"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cfg) = setup(tmp.path(), &policy(&models));
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    // Both permitted endpoints refuse the gateway's key: 502 upstream_error, not 401/403 (which
+    // the SDK would raise as a bad caller token or a residency refusal), and no upstream text.
+    let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("keyless", "hi")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert_ne!(body["error"]["type"], "residency_violation", "{body}");
+    assert!(!body.to_string().contains("sk-abc"), "{body}");
+    assert!(h.get("x-cordon-decision-id").is_some());
+    // One endpoint's bad key is that endpoint's problem: the next permitted endpoint serves.
+    let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("fallback", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h["x-cordon-processing-region"], "aws:eu-west-1");
+}
