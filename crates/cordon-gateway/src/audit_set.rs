@@ -198,10 +198,15 @@ impl AuditSet {
             loc.jurisdiction = Some(j);
             return Some(loc);
         }
+        // A root store lives on this gateway's disk: only for jurisdictions whose records may be
+        // kept where the gateway runs (condition 2; `Policy::root_store_permitted`).
         let root = policy.file.audit.root.as_ref()?;
+        if !policy.root_store_permitted(j) {
+            return None;
+        }
         Some(StoreLocation::new(
             StoreKey::Dir(self.resolve(root).join(j.as_str())),
-            None,
+            policy.gateway.as_ref().map(|g| g.region.to_string()),
             None,
         ))
     }

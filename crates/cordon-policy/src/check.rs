@@ -216,32 +216,46 @@ fn storage_check(
     what: &str,
     diags: &mut Vec<Diagnostic>,
 ) {
+    if let Err(why) = storage_permitted(world, file, j, region, what) {
+        diags.push(Diagnostic::error(at, why));
+    }
+}
+
+/// May `j`'s audit records be kept in `region`? Inside `j`, or in a jurisdiction with
+/// unconditional adequacy for `j` that the policy's transfer rules name for tier 1 with the
+/// `adequacy` mechanism (an SCC rule for prompts says nothing about keeping the audit log there).
+/// `Err` says why not, naming the `what` ("store", "replica").
+pub(crate) fn storage_permitted(
+    world: &World,
+    file: &PolicyFile,
+    j: Jurisdiction,
+    region: &Region,
+    what: &str,
+) -> Result<(), String> {
     let Some(info) = world.regions.get(region) else {
-        diags.push(Diagnostic::error(at, format!("unknown region '{region}'")));
-        return;
+        return Err(format!("unknown region '{region}'"));
     };
     let dest = world.jurisdiction_of_country(info.country);
     if dest == j {
-        return;
+        return Ok(());
     }
     let adequate = world
         .adequacy
         .get(&j)
         .and_then(|m| m.get(&dest))
         .is_some_and(|a| a.condition.is_none());
-    // The rule must name adequacy itself: an SCC (or any other) rule for prompts says nothing
-    // about keeping the audit log there.
     let ruled = file.transfers.iter().any(|r| {
         r.from == j
             && r.to == dest
             && r.tiers.contains(&Tier::Personal)
             && r.mechanism == cordon_types::TransferMechanism::Adequacy
     });
-    if !(adequate && ruled) {
-        diags.push(Diagnostic::error(
-            at,
-            format!("{what} region {region} is in {dest}, outside {j}'s permitted area: audit records would leave {j}"),
-        ));
+    if adequate && ruled {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} region {region} is in {dest}, outside {j}'s permitted area: audit records would leave {j}"
+        ))
     }
 }
 
@@ -287,6 +301,31 @@ impl Policy {
                 }
             }
         }
+        // `audit.root` stores sit where this gateway runs: a jurisdiction this gateway may serve
+        // whose records may not be kept here has no store at all (its requests get 503).
+        if let (Some(_), Some(g)) = (&self.file.audit.root, &self.gateway) {
+            let homeless: Vec<String> = self
+                .world
+                .jurisdictions
+                .keys()
+                .filter(|j| !self.file.audit.stores.contains_key(j))
+                .filter(|j| self.gateway_permits(**j, today) && !self.root_store_permitted(**j))
+                .map(|j| j.to_string())
+                .collect();
+            if !homeless.is_empty() {
+                out.push(Diagnostic::warning(
+                    "audit.root",
+                    format!(
+                        "root stores are kept where this gateway runs ({}, in {}), which is outside the permitted area of {}: \
+                         this gateway may process their subjects but has nowhere to record them, so their requests get 503 \
+                         audit_unavailable; add audit.stores entries with a region inside each",
+                        g.region,
+                        g.jurisdiction,
+                        homeless.join(", ")
+                    ),
+                ));
+            }
+        }
         // Parity gaps: a model a served jurisdiction uses, with no permitted endpoint there.
         for j in self.served_jurisdictions() {
             for (mi, model) in self.models.iter().enumerate() {
@@ -311,6 +350,25 @@ impl Policy {
 
     /// Jurisdictions this gateway serves: those with an explicit audit store or an API key, and on a
     /// development instance with an audit root, every jurisdiction some endpoint processes in.
+    /// May an `audit.root` store hold `j`'s records? Root stores live on the gateway's own disk,
+    /// so only if the gateway's region is a permitted storage place for `j` (always, on a
+    /// development instance, which declares no region). When not, `j` has no root store: its
+    /// allowed requests fail closed (503 `audit_unavailable`) and its refusals are recorded,
+    /// without subject, in the gateway's own jurisdiction's store.
+    pub fn root_store_permitted(&self, j: Jurisdiction) -> bool {
+        match &self.gateway {
+            None => true,
+            Some(g) => storage_permitted(&self.world, &self.file, j, &g.region, "store").is_ok(),
+        }
+    }
+
+    /// Does condition 3 let this gateway process `j`'s subjects at some tier today?
+    fn gateway_permits(&self, j: Jurisdiction, today: Day) -> bool {
+        [Tier::Personal, Tier::Derived, Tier::NotPersonal].iter().any(|t| {
+            matches!(self.gateway_table.get(&(j, *t)), Some(Ok(p)) if p.valid_until.is_none_or(|d| today <= d))
+        })
+    }
+
     pub fn served_jurisdictions(&self) -> Vec<Jurisdiction> {
         let mut js: std::collections::BTreeSet<Jurisdiction> =
             self.file.audit.stores.keys().copied().collect();

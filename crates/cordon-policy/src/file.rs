@@ -313,7 +313,9 @@ impl ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     /// Jurisdictions without an explicit store get `<root>/<JURISDICTION>` (relative paths are under
-    /// the data dir). Such stores declare no region: fine for development, flagged by `policy check`.
+    /// the data dir), kept where the gateway runs: on a production gateway only for jurisdictions
+    /// whose records may be kept in the gateway's region (others have no store; `policy check`
+    /// warns about those the gateway may serve).
     #[serde(default)]
     pub root: Option<PathBuf>,
     #[serde(default)]

@@ -487,3 +487,53 @@ async fn an_upstream_refusing_the_gateways_credentials_is_a_502_never_the_caller
     assert_eq!(status, 200, "{body}");
     assert_eq!(h["x-cordon-processing-region"], "aws:eu-west-1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_stores_never_keep_a_jurisdictions_records_outside_its_permitted_area() {
+    // A production gateway in the US with `audit.root` and an SCC rule that lets it process EU
+    // subjects: a root store would put EU records on a US disk (condition 2). There is none: the
+    // EU request fails closed, `policy check` says why, and US records carry their region.
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = r#"
+gateway: { id: gw-iad-1, region: aws:us-east-1 }
+identity:
+  issuers:
+    - { issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }
+transfers:
+  - { from: EU, to: US, tiers: [1], mechanism: scc, reference: SCC-2021/914, expires: 2030-01-01 }
+models:
+  first:
+    endpoints:
+      - { id: us, provider: echo, regions: [aws:us-east-1] }
+audit: { root: audit }
+"#;
+    let (data, cfg) = setup(tmp.path(), yaml);
+    let (code, out) = cli(&["policy", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("audit.root") && out.contains("outside the permitted area of") && out.contains("EU"),
+        "{out}"
+    );
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    let (status, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("first", "hi")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+    assert!(
+        !data.join("audit/EU").exists(),
+        "an EU store was made on the US gateway's disk"
+    );
+    let us = token(&data, "bob", "US");
+    let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&us), chat("first", "hi")).await;
+    assert_eq!(status, 200, "{body}");
+    let id = header(&h, "x-cordon-decision-id");
+    let rec = cordon_audit::read_records(&data.join("audit/US"))
+        .unwrap()
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            cordon_audit::Record::Decision(d) if d.decision_id.to_string() == id => Some(d),
+            _ => None,
+        })
+        .expect("the US decision is recorded in the US root store");
+    assert_eq!(rec.audit_storage_region.as_deref(), Some("aws:us-east-1"));
+}
