@@ -47,6 +47,23 @@ impl Health {
         }
     }
 
+    /// Copies endpoint `from` of `old` (a policy reload's previous runtime) into endpoint `to`:
+    /// an endpoint the new policy keeps unchanged stays ejected for the rest of its cooldown,
+    /// instead of taking live traffic again because the policy changed elsewhere.
+    pub fn inherit(&self, to: usize, old: &Health, from: usize) {
+        let (Some(new), Some(prev)) = (self.slots.get(to), old.slots.get(from)) else {
+            return;
+        };
+        let failures = prev.consecutive_failures.load(Ordering::Relaxed);
+        new.consecutive_failures.store(failures, Ordering::Relaxed);
+        let until = prev.ejected_until_ms.load(Ordering::Relaxed);
+        if until > old.now_ms() {
+            let left = until - old.now_ms();
+            new.ejected_until_ms
+                .store((self.now_ms() + left).max(1), Ordering::Relaxed);
+        }
+    }
+
     /// Returns true if this failure ejected the endpoint.
     pub fn failure(&self, endpoint: usize) -> bool {
         let Some(s) = self.slots.get(endpoint) else {
@@ -65,6 +82,24 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inherited_state_keeps_an_ejection_and_its_failure_count() {
+        let old = Health::new(2, 2, Duration::from_secs(60));
+        assert!(!old.failure(1));
+        assert!(old.failure(1));
+        assert!(!old.failure(0));
+        let new = Health::new(3, 2, Duration::from_secs(60));
+        new.inherit(2, &old, 1);
+        new.inherit(0, &old, 0);
+        assert!(!new.is_healthy(2), "still ejected after the reload");
+        assert!(new.is_healthy(1), "a new endpoint starts healthy");
+        // Endpoint 0 had one failure: one more ejects it.
+        assert!(new.failure(0));
+        // Out-of-range indices are ignored.
+        new.inherit(9, &old, 0);
+        new.inherit(0, &old, 9);
+    }
 
     #[test]
     fn ejects_after_consecutive_failures_and_recovers_on_success() {

@@ -28,7 +28,13 @@ pub async fn reload(
         Err(e) => Err(e),
     };
     match result {
-        Ok(rt) => {
+        Ok(mut rt) => {
+            // Keep the identity provider's last good keys across the reload, and load new ones
+            // before the swap, not on the first request.
+            let previous = state.runtime.load();
+            rt.verifier.inherit_keys(&previous.verifier);
+            rt.verifier.prefetch().await;
+            runtime::inherit_health(&rt, &previous);
             let version = rt.policy.version.clone();
             for w in &rt.policy.warnings {
                 tracing::warn!("{w}");

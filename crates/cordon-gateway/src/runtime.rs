@@ -63,6 +63,22 @@ impl PolicySource {
     }
 }
 
+/// After a reload: endpoints the new policy keeps exactly as they were (same model, id and
+/// specification) keep their passive health, so an ejected endpoint stays ejected.
+pub fn inherit_health(new: &Runtime, old: &Runtime) {
+    let spec = |e: &cordon_policy::Endpoint| serde_json::to_string(&e.spec).ok();
+    for e in &new.policy.endpoints {
+        let same = old
+            .policy
+            .endpoints
+            .iter()
+            .find(|o| o.model == e.model && o.id() == e.id() && spec(o) == spec(e));
+        if let Some(o) = same {
+            new.health.inherit(e.index, &old.health, o.index);
+        }
+    }
+}
+
 /// Load and build a runtime. Every failure is a message for the operator.
 pub fn load(source: &PolicySource, data_dir: &Path, overrides: &Overrides) -> Result<Runtime, String> {
     let (policy, base_dir) = match source {

@@ -259,6 +259,16 @@ impl IssuerKeys {
         matches!(self.source, KeySource::Url(_))
     }
 
+    /// Do both sets come from the same `jwks_url`?
+    pub fn same_url(&self, other: &IssuerKeys) -> bool {
+        matches!((&self.source, &other.source), (KeySource::Url(a), KeySource::Url(b)) if a == b)
+    }
+
+    /// Has a key set ever been loaded (a `jwks_file` at construction, a `jwks_url` once fetched)?
+    pub async fn ever_loaded(&self) -> bool {
+        self.refresh.lock().await.ever_loaded
+    }
+
     /// The current key set (lock-free).
     pub fn current(&self) -> Arc<KeySet> {
         self.keys.load_full()

@@ -137,11 +137,29 @@ impl Verifier {
         })
     }
 
-    /// Fetches every `jwks_url` once, one issuer after the other (call at startup). Failures are
-    /// logged, not fatal: the keys load on first use.
+    /// Takes over `previous`'s live key sets for the issuers whose keys come from the same
+    /// `jwks_url` (a policy reload builds a new verifier): the last good keys, their age and the
+    /// refresh rate limit survive the reload, so an identity provider that is down when the
+    /// policy changes locks nobody out ("a failed JWKS fetch keeps the last good keys"). Issuers
+    /// that are new, or whose URL changed, start empty: [`Verifier::prefetch`] loads them.
+    pub fn inherit_keys(&mut self, previous: &Verifier) {
+        for (name, issuer) in &mut self.issuers {
+            if let Some(old) = previous.issuers.get(name)
+                && issuer.keys.same_url(&old.keys)
+            {
+                issuer.keys = old.keys.clone();
+            }
+        }
+    }
+
+    /// Fetches every `jwks_url` set not loaded yet, one issuer after the other (at startup, and
+    /// before a reloaded policy is swapped in). Failures are logged, not fatal: the keys load on
+    /// first use.
     pub async fn prefetch(&self) {
         for issuer in self.issuers.values().filter(|i| i.keys.is_url()) {
-            issuer.keys.refresh(self.client.as_ref(), Duration::ZERO).await;
+            if !issuer.keys.ever_loaded().await {
+                issuer.keys.refresh(self.client.as_ref(), Duration::ZERO).await;
+            }
         }
     }
 }

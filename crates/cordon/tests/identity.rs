@@ -925,6 +925,53 @@ async fn jwks_rotation_without_restart() {
 }
 
 #[tokio::test]
+async fn a_policy_reload_keeps_the_last_good_keys_while_the_idp_is_down() {
+    let key_a = Key::ed("a");
+    let idp = JwksServer::start(jwks(&[&key_a]));
+    let gw = Gateway::start(&policy_yaml(&idp.url()));
+    let token_a = key_a.sign(&claims(SUB_DE, "DE"));
+    gw.chat(Some(&token_a), &[]).await.assert_served("key a");
+
+    // The identity provider goes down, then the policy changes (a new reason to reload).
+    idp.set(JwksAnswer::Fail);
+    let changed = policy_yaml(&idp.url()).replace(
+        "audit: { root: audit }",
+        "  chat-large:\n    endpoints:\n      - { id: eu, provider: echo, regions: [aws:eu-central-1] }\naudit: { root: audit }",
+    );
+    assert_ne!(changed, policy_yaml(&idp.url()));
+    std::fs::write(gw.config(), changed).unwrap();
+    let deadline = Instant::now() + REFRESH_DEADLINE;
+    loop {
+        let metrics = gw
+            .client
+            .get(format!("{}/metrics", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("cordon_policy_reloads_total{result=\"ok\"} 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the changed policy was not reloaded: {metrics}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // The reloaded verifier kept the last good key set: a fresh token of key a (not answered
+    // from the verified-token cache, which a reload empties) is still served.
+    let fresh_a = key_a.sign(&claims(SUB_US, "US"));
+    assert_eq!(
+        gw.chat(Some(&fresh_a), &[])
+            .await
+            .assert_served("key a after the reload"),
+        US_REGION
+    );
+}
+
+#[tokio::test]
 async fn tier_header_may_only_be_stricter() {
     let keys = Keys::generate();
     let (_jwks, gw) = start(&keys);
