@@ -21,6 +21,9 @@ pub struct ApiError {
     pub message: String,
     pub decision_id: Option<uuid::Uuid>,
     pub policy_version: Option<String>,
+    /// An allowed request whose upstream then failed: the processing region(s) of the last
+    /// endpoint tried (`x-cordon-processing-region`), so the caller sees where it was sent.
+    pub processing_region: Option<String>,
     pub dialect: Dialect,
 }
 
@@ -32,6 +35,7 @@ impl ApiError {
             message: message.into(),
             decision_id: None,
             policy_version: None,
+            processing_region: None,
             dialect: Dialect::OpenAi,
         }
     }
@@ -75,6 +79,13 @@ impl IntoResponse for ApiError {
             .and_then(|v| HeaderValue::from_str(v).ok())
         {
             headers.insert("x-cordon-policy-version", v);
+        }
+        if let Some(v) = self
+            .processing_region
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert("x-cordon-processing-region", v);
         }
         (status, headers, axum::Json(self.body())).into_response()
     }

@@ -166,7 +166,21 @@ async fn serve(
         },
     );
     let allow = match decision {
-        Decision::Refuse(r) => {
+        Decision::Refuse(mut r) => {
+            // No endpoint of the model, in any region, speaks this API: the caller used the
+            // wrong route, which is not a residency matter (400, not 403).
+            let speaks = |e: &usize| cordon_upstream::supports(policy.endpoints[*e].provider(), up_op);
+            if r.code == ReasonCode::NoPermittedEndpoint
+                && let Some(m) = policy.model(model)
+                && !m.endpoints.iter().any(speaks)
+            {
+                r.code = ReasonCode::InvalidRequest;
+                r.message = format!(
+                    "model '{model}' does not serve {} requests (its endpoints' providers: {}); use the route its provider speaks",
+                    ctx.op.as_str(),
+                    providers_of(policy, m)
+                );
+            }
             return Err(ctx
                 .refuse(subject, Some(model), r.code, r.message, r.reasons)
                 .await);
@@ -258,7 +272,10 @@ async fn serve(
             ];
             Ok(respond(served, completion, headers))
         }
-        Err(failed) => {
+        Err(mut failed) => {
+            failed.error.processing_region = failed
+                .last_endpoint
+                .map(|e| policy.endpoints[e].location.region_list());
             completion.upstream_wait = failed.upstream_wait;
             completion.endpoint = failed.last_endpoint;
             completion.attempts = failed.attempts;
@@ -345,4 +362,16 @@ async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Respons
         }
     }
     resp
+}
+
+/// The distinct providers of a model's endpoints, for an error message ("anthropic, echo").
+fn providers_of(policy: &cordon_policy::Policy, m: &cordon_policy::Model) -> String {
+    let mut names: Vec<&str> = m
+        .endpoints
+        .iter()
+        .map(|&e| policy.endpoints[e].provider().as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
 }

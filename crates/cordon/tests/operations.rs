@@ -482,6 +482,8 @@ async fn an_upstream_refusing_the_gateways_credentials_is_a_502_never_the_caller
     assert_ne!(body["error"]["type"], "residency_violation", "{body}");
     assert!(!body.to_string().contains("sk-abc"), "{body}");
     assert!(h.get("x-cordon-decision-id").is_some());
+    // The decision allowed the request: the error says where it was sent.
+    assert_eq!(h["x-cordon-processing-region"], "aws:eu-central-1");
     // One endpoint's bad key is that endpoint's problem: the next permitted endpoint serves.
     let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("fallback", "hi")).await;
     assert_eq!(status, 200, "{body}");
@@ -536,4 +538,22 @@ audit: { root: audit }
         })
         .expect("the US decision is recorded in the US root store");
     assert_eq!(rec.audit_storage_region.as_deref(), Some("aws:us-east-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_on_a_route_its_provider_does_not_speak_is_a_400_not_a_residency_refusal() {
+    let models = "  claude:\n    endpoints:\n      - { id: eu, provider: anthropic, url: \"http://127.0.0.1:9/v1\", regions: [aws:eu-central-1] }\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cfg) = setup(tmp.path(), &policy(models));
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let de = token(&data, "alice", "DE");
+    let (status, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("claude", "hi")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("anthropic") && message.contains("chat"),
+        "{message}"
+    );
 }
