@@ -163,3 +163,65 @@ async fn a_full_disk_fails_closed_and_the_gateway_recovers_when_space_returns() 
     assert_eq!(code, 0, "{out}");
     drop(disk);
 }
+
+/// `overlapped` durability: the request is forwarded while the record's fsync runs, and the
+/// response is released only once the record is durable. When it cannot become durable (the disk
+/// filled up meanwhile), the upstream's answer is withheld and the client gets 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapped_durability_withholds_the_answer_when_the_record_cannot_be_made_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let disk = SmallDisk::mount(&data.join("audit"));
+    let de = token(&data, "alice", "DE");
+    let cfg = tmp.path().join("cordon.yaml");
+    std::fs::write(
+        &cfg,
+        r#"
+gateway: { id: overlapped-test, development: true }
+identity:
+  issuers:
+    - { issuer: cordon-dev, audiences: [cordon], jwks_file: data/dev-jwks.json, algorithms: [EdDSA] }
+tiers:
+  1: { audit_payload: digest, durability: overlapped }
+models:
+  slow:
+    endpoints:
+      - { id: eu, provider: echo, regions: [aws:eu-central-1], delay_ms: 20 }
+audit: { root: audit }
+"#,
+    )
+    .unwrap();
+    let gw = Gateway::start(&data, &["--config", cfg.to_str().unwrap()], &[]);
+    let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("slow", "before")).await;
+    assert_eq!(status, 200, "{body}");
+    let acknowledged = header(&h, "x-cordon-decision-id");
+
+    fill(&disk.0.join("filler"));
+    let mut withheld = None;
+    for i in 0..200 {
+        let marker = format!("secret-answer-{i}");
+        let (status, _, body) = post(&gw.url, "/v1/chat/completions", Some(&de), chat("slow", &marker)).await;
+        match status {
+            200 => continue,
+            503 => {
+                assert_eq!(body["error"]["code"], "audit_unavailable", "{body}");
+                assert!(
+                    !body.to_string().contains(&marker),
+                    "the upstream's answer leaked although its record was not durable: {body}"
+                );
+                withheld = Some(body);
+                break;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(withheld.is_some(), "no 503 while the audit disk was full");
+    drop(gw);
+    let logged = read_records(&data.join("audit/EU"))
+        .unwrap()
+        .into_iter()
+        .any(|(_, r)| matches!(r, Record::Decision(d) if d.decision_id.to_string() == acknowledged));
+    assert!(logged, "the acknowledged decision is in the log");
+    drop(disk);
+}
