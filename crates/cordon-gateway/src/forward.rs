@@ -163,12 +163,23 @@ pub struct Completion {
 impl Completion {
     /// Write the completion record (not awaited by the client: the response is already out).
     pub fn finish(self, status: u16, error: Option<&str>, body: Option<&[u8]>) {
-        let policy = &self.rt.policy;
-        let ep = self.endpoint.map(|i| &policy.endpoints[i]);
         let (usage, evidence) = match body {
             Some(b) => cordon_upstream::extract_usage_and_evidence(self.op, b),
             None => (None, None),
         };
+        self.finish_with(status, error, usage, evidence);
+    }
+
+    /// [`Completion::finish`] with the usage and evidence already read (from a stream's events).
+    fn finish_with(
+        self,
+        status: u16,
+        error: Option<&str>,
+        usage: Option<serde_json::Value>,
+        evidence: Option<serde_json::Value>,
+    ) {
+        let policy = &self.rt.policy;
+        let ep = self.endpoint.map(|i| &policy.endpoints[i]);
         let processing_evidence = evidence.map(|reported| {
             let contradicts = ep.is_some_and(|ep| contradicts(policy, ep, &reported));
             if contradicts {
@@ -260,6 +271,7 @@ pub fn respond(served: Served, completion: Completion, headers: Vec<(&'static st
         }
         ResponseBody::Stream(s) => Body::from_stream(Recorded {
             inner: s,
+            tap: Some(cordon_upstream::StreamTap::new(completion.op)),
             completion: Some(completion),
             status: status.as_u16(),
         }),
@@ -280,12 +292,23 @@ pub fn respond(served: Served, completion: Completion, headers: Vec<(&'static st
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
 
-/// Passes chunks through untouched and writes the completion record when the stream ends, fails,
-/// or the client goes away (drop).
+/// Passes chunks through untouched (reading the usage and processing evidence events as they go
+/// by) and writes the completion record when the stream ends, fails, or the client goes away
+/// (drop).
 struct Recorded {
     inner: ChunkStream,
+    tap: Option<cordon_upstream::StreamTap>,
     completion: Option<Completion>,
     status: u16,
+}
+
+impl Recorded {
+    fn finish(&mut self, status: u16, error: Option<&str>) {
+        if let Some(c) = self.completion.take() {
+            let (usage, evidence) = self.tap.take().map(|t| t.finish()).unwrap_or_default();
+            c.finish_with(status, error, usage, evidence);
+        }
+    }
 }
 
 impl Stream for Recorded {
@@ -294,19 +317,20 @@ impl Stream for Recorded {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.inner.as_mut().poll_next(cx);
         match &polled {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(t) = self.tap.as_mut() {
+                    t.feed(chunk);
+                }
+            }
             Poll::Ready(None) => {
                 let status = self.status;
-                if let Some(c) = self.completion.take() {
-                    c.finish(status, None, None);
-                }
+                self.finish(status, None);
             }
             Poll::Ready(Some(Err(e))) => {
                 let code = e.reason().as_str();
-                if let Some(c) = self.completion.take() {
-                    c.finish(502, Some(code), None);
-                }
+                self.finish(502, Some(code));
             }
-            _ => {}
+            Poll::Pending => {}
         }
         polled
     }
@@ -314,8 +338,6 @@ impl Stream for Recorded {
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        if let Some(c) = self.completion.take() {
-            c.finish(499, Some("client_closed"), None);
-        }
+        self.finish(499, Some("client_closed"));
     }
 }

@@ -67,7 +67,7 @@ pub fn extract_usage_and_evidence(op: Operation, body: &[u8]) -> (Option<Value>,
     (usage, evidence_of(op, &value))
 }
 
-fn evidence_of(op: Operation, value: &Value) -> Option<Value> {
+pub(crate) fn evidence_of(op: Operation, value: &Value) -> Option<Value> {
     let found: Map<String, Value> = EVIDENCE
         .iter()
         .filter(|(o, _, _)| *o == op)

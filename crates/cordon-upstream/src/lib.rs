@@ -14,6 +14,7 @@ mod evidence;
 mod operation;
 mod placement;
 mod request;
+mod stream_tap;
 
 #[cfg(test)]
 mod testutil;
@@ -26,3 +27,4 @@ pub use error::UpstreamError;
 pub use evidence::{extract_evidence, extract_usage, extract_usage_and_evidence};
 pub use operation::{Operation, supports};
 pub use request::{BodyError, RequestBody};
+pub use stream_tap::StreamTap;

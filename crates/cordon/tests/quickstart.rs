@@ -156,6 +156,7 @@ async fn quickstart_scenario(extra: &[&str]) {
     // Streaming: SSE passed through chunk by chunk, reassembling to the full text.
     let mut body = chat("chat-small", "stream me please");
     body["stream"] = serde_json::json!(true);
+    body["stream_options"] = serde_json::json!({ "include_usage": true });
     let resp = client()
         .post(format!("{}/v1/chat/completions", gw.url))
         .bearer_auth(&de)
@@ -169,6 +170,7 @@ async fn quickstart_scenario(extra: &[&str]) {
         "aws:eu-central-1"
     );
     assert!(header(resp.headers(), "content-type").starts_with("text/event-stream"));
+    let stream_id = header(resp.headers(), "x-cordon-decision-id");
     let text = resp.text().await.unwrap();
     let mut content = String::new();
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
@@ -180,6 +182,32 @@ async fn quickstart_scenario(extra: &[&str]) {
     }
     assert_eq!(content, "echo: stream me please");
     assert!(text.trim_end().ends_with("data: [DONE]"));
+    // The stream's completion record carries the usage its final chunk reported, read as the
+    // chunks went by (it is written within a second, riding on the next commit).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let completion = loop {
+        let found = read_records(&data.join("audit/EU"))
+            .unwrap()
+            .into_iter()
+            .find_map(|(_, r)| match r {
+                Record::Completion(c) if c.decision_id.to_string() == stream_id => Some(c),
+                _ => None,
+            });
+        if let Some(c) = found {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completion record for the stream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(completion.stream);
+    let usage = completion.usage.expect("the stream's usage is recorded");
+    assert!(
+        usage["completion_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{usage}"
+    );
 
     // Health and readiness.
     assert_eq!(
