@@ -311,7 +311,9 @@ async fn stream_ends_with_total_timeout() {
 async fn non_2xx_is_status_with_body_and_retry_rule() {
     for (status, retryable) in [
         (400, false),
-        (401, false),
+        // The gateway's own provider key refused: that endpoint's problem, try the next one.
+        (401, true),
+        (403, true),
         (404, false),
         (429, true),
         (500, true),
