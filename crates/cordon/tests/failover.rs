@@ -113,14 +113,7 @@ async fn eu_primary_down_eu_secondary_serves() {
     );
 
     // The completion record names the endpoint that finally served, and the attempts.
-    let records = cordon_audit::read_records(&gw.data_dir.join("audit/EU")).unwrap();
-    let completion = records
-        .iter()
-        .find_map(|(_, r)| match r {
-            cordon_audit::Record::Completion(c) if c.decision_id.to_string() == id => Some(c.clone()),
-            _ => None,
-        })
-        .expect("completion record");
+    let completion = completion_record(&gw.data_dir.join("audit/EU"), &id).expect("completion record");
     assert_eq!(completion.model_endpoint.as_deref(), Some("eu-secondary"));
     assert_eq!(completion.attempts, 2);
     assert_eq!(completion.processing_regions, ["aws:eu-west-1"]);

@@ -421,6 +421,11 @@ impl Gateway {
         }
     }
 
+    async fn metrics(&self) -> String {
+        let resp = self.client.get(format!("{}/metrics", self.url)).send().await;
+        resp.unwrap().text().await.unwrap()
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.path().join("cordon.yaml")
     }
@@ -942,15 +947,7 @@ async fn a_policy_reload_keeps_the_last_good_keys_while_the_idp_is_down() {
     std::fs::write(gw.config(), changed).unwrap();
     let deadline = Instant::now() + REFRESH_DEADLINE;
     loop {
-        let metrics = gw
-            .client
-            .get(format!("{}/metrics", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = gw.metrics().await;
         if metrics.contains("cordon_policy_reloads_total{result=\"ok\"} 1") {
             break;
         }

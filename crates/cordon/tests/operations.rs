@@ -93,15 +93,9 @@ async fn reload_on_change_and_sighup_keeps_old_policy_when_invalid() {
     eventually("the rejected reload is counted", || {
         let url = url.clone();
         async move {
-            let m = client()
-                .get(format!("{url}/metrics"))
-                .send()
+            metrics(&url)
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            m.contains("cordon_policy_reloads_total{result=\"rejected\"}")
+                .contains("cordon_policy_reloads_total{result=\"rejected\"}")
         }
     })
     .await;
@@ -294,14 +288,7 @@ audit:
     );
     let id = header(&h, "x-cordon-decision-id");
     // Recorded in the gateway's own store, without the subject and without payload.
-    let rec = cordon_audit::read_records(&data.join("audit/eu"))
-        .unwrap()
-        .into_iter()
-        .find_map(|(_, r)| match r {
-            cordon_audit::Record::Decision(d) if d.decision_id.to_string() == id => Some(d),
-            _ => None,
-        })
-        .expect("the refusal is recorded");
+    let rec = decision_record(&data.join("audit/eu"), &id).expect("the refusal is recorded");
     assert_eq!(rec.subject, None);
     assert_eq!(rec.data_subject_jurisdiction.as_deref(), Some("US"));
     assert_eq!(rec.payload, cordon_audit::Payload::None);
@@ -529,13 +516,7 @@ audit: { root: audit }
     let (status, h, body) = post(&gw.url, "/v1/chat/completions", Some(&us), chat("first", "hi")).await;
     assert_eq!(status, 200, "{body}");
     let id = header(&h, "x-cordon-decision-id");
-    let rec = cordon_audit::read_records(&data.join("audit/US"))
-        .unwrap()
-        .into_iter()
-        .find_map(|(_, r)| match r {
-            cordon_audit::Record::Decision(d) if d.decision_id.to_string() == id => Some(d),
-            _ => None,
-        })
+    let rec = decision_record(&data.join("audit/US"), &id)
         .expect("the US decision is recorded in the US root store");
     assert_eq!(rec.audit_storage_region.as_deref(), Some("aws:us-east-1"));
 }

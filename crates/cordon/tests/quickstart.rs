@@ -186,14 +186,7 @@ async fn quickstart_scenario(extra: &[&str]) {
     // chunks went by (it is written within a second, riding on the next commit).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let completion = loop {
-        let found = read_records(&data.join("audit/EU"))
-            .unwrap()
-            .into_iter()
-            .find_map(|(_, r)| match r {
-                Record::Completion(c) if c.decision_id.to_string() == stream_id => Some(c),
-                _ => None,
-            });
-        if let Some(c) = found {
+        if let Some(c) = completion_record(&data.join("audit/EU"), &stream_id) {
             break c;
         }
         assert!(
@@ -270,13 +263,7 @@ async fn quickstart_scenario(extra: &[&str]) {
             .any(|(id, o, _)| *id == eu_refused && *o == Outcome::Refused)
     );
     assert!(eu.iter().all(|(_, _, j)| j.as_deref() == Some("EU")));
-    let origin = read_records(&data.join("audit/EU"))
-        .unwrap()
-        .into_iter()
-        .find_map(|(_, r)| match r {
-            Record::Decision(d) if d.decision_id.to_string() == travelling => Some(d.request_origin_region),
-            _ => None,
-        });
+    let origin = decision_record(&data.join("audit/EU"), &travelling).map(|d| d.request_origin_region);
     assert_eq!(
         origin,
         Some(Some("aws:us-east-1".to_string())),

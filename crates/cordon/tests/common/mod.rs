@@ -163,3 +163,25 @@ pub fn counter(metrics: &str, series: &str) -> u64 {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in {metrics}"))
 }
+
+/// The decision record with decision id `id` in the directory store `dir`, if written.
+pub fn decision_record(dir: &Path, id: &str) -> Option<cordon_audit::DecisionRecord> {
+    cordon_audit::read_records(dir)
+        .unwrap()
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            cordon_audit::Record::Decision(d) if d.decision_id.to_string() == id => Some(d),
+            _ => None,
+        })
+}
+
+/// The completion record of decision `id` in the directory store `dir`, if written.
+pub fn completion_record(dir: &Path, id: &str) -> Option<cordon_audit::CompletionRecord> {
+    cordon_audit::read_records(dir)
+        .unwrap()
+        .into_iter()
+        .find_map(|(_, r)| match r {
+            cordon_audit::Record::Completion(c) if c.decision_id.to_string() == id => Some(c),
+            _ => None,
+        })
+}
