@@ -235,14 +235,14 @@ impl AuditSet {
     pub fn store(
         &self,
         loc: &StoreLocation,
-        batch_delay: Duration,
+        settings: CommitSettings,
     ) -> Result<Arc<dyn AuditStore>, AuditError> {
-        self.open_store(loc, batch_delay).map(|s| s.store)
+        self.open_store(loc, settings).map(|s| s.store)
     }
 
     /// [`AuditSet::store`] with the concrete file store, if it is one. The hot path: a location
     /// that was resolved before (and whose store has not failed since) costs one atomic load.
-    pub fn open_store(&self, loc: &StoreLocation, batch_delay: Duration) -> Result<OpenStore, AuditError> {
+    pub fn open_store(&self, loc: &StoreLocation, settings: CommitSettings) -> Result<OpenStore, AuditError> {
         let generation = self.generation.load(Ordering::Acquire);
         if let Some(c) = loc.cached.load().as_ref()
             && c.0 == generation
@@ -257,7 +257,7 @@ impl AuditSet {
                 }
                 // Opening runs crash recovery, creates files and fsyncs: keep it off the async
                 // worker.
-                let opened = off_the_worker(|| self.lookup_or_open(loc, batch_delay));
+                let opened = off_the_worker(|| self.lookup_or_open(loc, settings));
                 let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
                 match opened {
                     Ok(s) => {
@@ -292,7 +292,7 @@ impl AuditSet {
             .cloned()
     }
 
-    fn lookup_or_open(&self, loc: &StoreLocation, batch_delay: Duration) -> Result<OpenStore, AuditError> {
+    fn lookup_or_open(&self, loc: &StoreLocation, settings: CommitSettings) -> Result<OpenStore, AuditError> {
         if let Some(s) = self.lookup(&loc.key) {
             return Ok(s);
         }
@@ -309,7 +309,9 @@ impl AuditSet {
             return Ok(s);
         }
         let opts = StoreOptions {
-            batch_delay,
+            batch_delay: settings.batch_delay,
+            checkpoint_every: settings.checkpoint_every,
+            checkpoint_interval: settings.checkpoint_interval,
             // Checkpoints also go to the DR copy, a place this gateway does not rewrite.
             publish_to: loc.replica.iter().cloned().collect(),
             witness_command: loc.witness.clone(),
@@ -383,13 +385,13 @@ impl AuditSet {
     /// Open every explicitly configured store now (so a bad path or an unreachable database fails
     /// at startup, not mid-request).
     pub async fn open_configured(&self, policy: &Policy) -> Result<(), String> {
-        let delay = batch_delay(policy);
+        let settings = commit_settings(policy);
         for j in policy.file.audit.stores.keys() {
             let Some(loc) = self.location(policy, *j) else {
                 continue;
             };
             match &loc.key {
-                StoreKey::Dir(_) => match self.store(&loc, delay) {
+                StoreKey::Dir(_) => match self.store(&loc, settings) {
                     Ok(_) => {}
                     // Another gateway holds it (e.g. the old instance during a rolling restart):
                     // serve the other jurisdictions, fail this one closed, and take it over when
@@ -415,9 +417,9 @@ impl AuditSet {
                     }
                     let parsed = parse_store_url(url).map_err(|e| format!("audit store {j}: {e}"))?;
                     let mut opts = PgStoreOptions::from_url(&parsed, chain);
-                    opts.batch_delay = delay;
+                    opts.batch_delay = settings.batch_delay;
                     opts.checkpoints = Some(
-                        self.pg_checkpoints(&loc, *j, &parsed.schema, &opts.chain_id)
+                        self.pg_checkpoints(&loc, *j, &parsed.schema, &opts.chain_id, settings)
                             .await
                             .map_err(|e| format!("audit store {j}: {e}"))?,
                     );
@@ -441,7 +443,7 @@ impl AuditSet {
                 }
             }
         }
-        self.open_existing_root_stores(policy, delay);
+        self.open_existing_root_stores(policy, settings);
         Ok(())
     }
 
@@ -454,6 +456,7 @@ impl AuditSet {
         j: Jurisdiction,
         schema: &str,
         chain: &str,
+        settings: CommitSettings,
     ) -> Result<PgCheckpointOptions, String> {
         // The chain id names directories: check it before building any path.
         let chain = cordon_audit_pg::checked_chain_id(chain).map_err(|e| e.to_string())?;
@@ -469,6 +472,8 @@ impl AuditSet {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
         let mut c = PgCheckpointOptions::new(signer);
+        c.every = settings.checkpoint_every;
+        c.interval = settings.checkpoint_interval;
         c.publish_to = loc.publish.iter().cloned().collect();
         c.witness = loc.witness.clone();
         Ok(c)
@@ -479,9 +484,9 @@ impl AuditSet {
     /// for that jurisdiction's next request. A store that cannot be opened is logged, and its
     /// jurisdiction answers `audit_unavailable` (and `/readyz` fails) until it can; the others
     /// serve.
-    fn open_existing_root_stores(&self, policy: &Policy, delay: Duration) {
+    fn open_existing_root_stores(&self, policy: &Policy, settings: CommitSettings) {
         for (name, loc) in self.existing_root_stores(policy) {
-            if let Err(e) = self.store(&loc, delay) {
+            if let Err(e) = self.store(&loc, settings) {
                 tracing::error!(store = %name, error = %e, "audit store under the root could not be opened");
             }
         }
@@ -578,7 +583,7 @@ impl AuditSet {
                 continue;
             };
             let store = self
-                .store(&loc, batch_delay(policy))
+                .store(&loc, commit_settings(policy))
                 .map_err(|e| format!("audit store {j}: {e}"))?;
             store
                 .check_writable()
@@ -598,7 +603,7 @@ impl AuditSet {
         // A store that exists but could not be opened (damaged, or held by another process) is
         // not in `open`: it is tried again here, so readiness fails until it opens.
         for (name, loc) in self.existing_root_stores(policy) {
-            self.store(&loc, batch_delay(policy))
+            self.store(&loc, commit_settings(policy))
                 .map_err(|e| format!("audit store {name}: {e}"))?;
         }
         if let Some(root) = &policy.file.audit.root {
@@ -622,14 +627,60 @@ fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-pub fn batch_delay(policy: &Policy) -> Duration {
-    Duration::from_micros(policy.file.audit.batch_delay_us.unwrap_or(0))
+/// The policy's group-commit and checkpoint settings (`audit.batch_delay_us`,
+/// `audit.checkpoint_every`, `audit.checkpoint_interval_ms`), applied when a store opens: a reload
+/// that changes them reaches stores opened after it (a restart, for the ones already open).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitSettings {
+    pub batch_delay: Duration,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for CommitSettings {
+    fn default() -> Self {
+        let d = StoreOptions::default();
+        CommitSettings {
+            batch_delay: d.batch_delay,
+            checkpoint_every: d.checkpoint_every,
+            checkpoint_interval: d.checkpoint_interval,
+        }
+    }
+}
+
+pub fn commit_settings(policy: &Policy) -> CommitSettings {
+    let a = &policy.file.audit;
+    let d = CommitSettings::default();
+    CommitSettings {
+        batch_delay: a.batch_delay_us.map_or(d.batch_delay, Duration::from_micros),
+        checkpoint_every: a.checkpoint_every.unwrap_or(d.checkpoint_every),
+        checkpoint_interval: a
+            .checkpoint_interval_ms
+            .map_or(d.checkpoint_interval, Duration::from_millis),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{AuditSet, REOPEN_BACKOFF, StoreKey, StoreLocation, off_the_worker};
+    use super::{
+        AuditSet, CommitSettings, REOPEN_BACKOFF, StoreKey, StoreLocation, commit_settings, off_the_worker,
+    };
     use std::sync::Arc;
+
+    #[test]
+    fn commit_settings_come_from_the_policy_with_the_stores_defaults() {
+        let load = |audit: &str| {
+            let yaml = format!("gateway: {{ development: true }}\naudit: {{ root: audit{audit} }}\n");
+            cordon_policy::Policy::from_yaml(&yaml, "t", &cordon_policy::Overrides::default()).unwrap()
+        };
+        assert_eq!(commit_settings(&load("")), CommitSettings::default());
+        let s = commit_settings(&load(
+            ", batch_delay_us: 200, checkpoint_every: 8, checkpoint_interval_ms: 50",
+        ));
+        assert_eq!(s.batch_delay, std::time::Duration::from_micros(200));
+        assert_eq!(s.checkpoint_every, 8);
+        assert_eq!(s.checkpoint_interval, std::time::Duration::from_millis(50));
+    }
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
@@ -676,7 +727,7 @@ mod tests {
         let dir = tmp.path().join("EU");
         std::fs::write(&dir, b"a file where the store directory should be").unwrap();
         let loc = StoreLocation::new(StoreKey::Dir(dir.clone()), None, None);
-        let delay = Duration::ZERO;
+        let delay = CommitSettings::default();
         let first = set
             .open_store(&loc, delay)
             .err()
@@ -706,7 +757,7 @@ mod tests {
         ];
         for dir in &dirs {
             let loc = StoreLocation::new(StoreKey::Dir(dir.clone()), None, None);
-            set.open_store(&loc, Duration::ZERO).unwrap();
+            set.open_store(&loc, CommitSettings::default()).unwrap();
         }
         let mut names: Vec<String> = set.file_stores().into_iter().map(|(n, _)| n).collect();
         names.sort();

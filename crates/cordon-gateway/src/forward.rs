@@ -17,7 +17,7 @@ use cordon_types::ReasonCode;
 use cordon_upstream::{RequestBody, ResponseBody, UpstreamError, UpstreamResponse};
 use futures_util::Stream;
 
-use crate::audit_set::{StoreLocation, batch_delay};
+use crate::audit_set::{StoreLocation, commit_settings};
 use crate::error::ApiError;
 use crate::pipeline::Ctx;
 use crate::runtime::Runtime;
@@ -208,7 +208,7 @@ impl Completion {
             error: error.map(str::to_string),
             processing_evidence,
         };
-        let store = match self.state.audit.open_store(&self.loc, batch_delay(policy)) {
+        let store = match self.state.audit.open_store(&self.loc, commit_settings(policy)) {
             Ok(s) => s,
             Err(e) => {
                 self.state.metrics.audit_failures.inc();

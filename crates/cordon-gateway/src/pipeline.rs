@@ -11,7 +11,7 @@ use cordon_identity::{Caller, Identity, Residency};
 use cordon_policy::{Day, PayloadMode, Policy};
 use cordon_types::{Country, Jurisdiction, ReasonCode, Region, Tier};
 
-use crate::audit_set::{StoreLocation, batch_delay};
+use crate::audit_set::{StoreLocation, commit_settings};
 use crate::error::{ApiError, Dialect};
 use crate::runtime::Runtime;
 use crate::state::AppState;
@@ -159,7 +159,7 @@ impl Ctx<'_> {
         let store = self
             .state
             .audit
-            .store(loc, batch_delay(self.policy()))
+            .store(loc, commit_settings(self.policy()))
             .map_err(|e| self.audit_failed(&e))?;
         store.append(&Record::Decision(rec)).map_err(|e| {
             self.state.audit.invalidate(loc);

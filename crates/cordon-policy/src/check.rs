@@ -62,6 +62,26 @@ impl fmt::Display for Diagnostic {
 
 /// Checks that need only the file and the facts (run during compilation).
 pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Diagnostic>) {
+    if file.audit.checkpoint_every == Some(0) {
+        diags.push(Diagnostic::error(
+            "audit.checkpoint_every",
+            "must be at least 1 (records per signed checkpoint)",
+        ));
+    }
+    match file.audit.checkpoint_interval_ms {
+        Some(0) => diags.push(Diagnostic::error(
+            "audit.checkpoint_interval_ms",
+            "must be at least 1 ms",
+        )),
+        Some(ms) if ms > 60_000 => diags.push(Diagnostic::warning(
+            "audit.checkpoint_interval_ms",
+            format!(
+                "records may stay unattested for up to {} s: until a signed checkpoint covers them, whoever can write the store can alter them undetected",
+                ms / 1000
+            ),
+        )),
+        _ => {}
+    }
     for (i, rule) in file.transfers.iter().enumerate() {
         let at = format!("transfers[{i}] ({}→{})", rule.from, rule.to);
         for j in [rule.from, rule.to] {

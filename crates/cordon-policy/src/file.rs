@@ -323,6 +323,13 @@ pub struct AuditSection {
     /// Group-commit batch delay, microseconds.
     #[serde(default)]
     pub batch_delay_us: Option<u64>,
+    /// Sign a checkpoint once this many records are durable since the last one (default 1024).
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    /// ... or once this long has passed with records no checkpoint covers yet, milliseconds
+    /// (default 1000). This bounds how long a record stays unattested.
+    #[serde(default)]
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 /// One jurisdiction's audit store: a directory (`path`) or a PostgreSQL database (`postgres`).

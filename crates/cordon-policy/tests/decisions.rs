@@ -572,3 +572,30 @@ fn checkpoint_publication_is_for_postgres_stores_and_its_absence_is_flagged() {
         "{err}"
     );
 }
+
+#[test]
+fn checkpoint_cadence_is_policy_and_checked() {
+    let policy = |audit: &str| {
+        let yaml = format!("gateway: {{ development: true }}\naudit: {{ root: audit, {audit} }}\n");
+        Policy::from_yaml(&yaml, "t", &Overrides::default()).map_err(|e| e.to_string())
+    };
+    let p = policy("checkpoint_every: 64, checkpoint_interval_ms: 250").unwrap();
+    assert_eq!(
+        (p.file.audit.checkpoint_every, p.file.audit.checkpoint_interval_ms),
+        (Some(64), Some(250))
+    );
+    let err = policy("checkpoint_every: 0").unwrap_err();
+    assert!(err.contains("audit.checkpoint_every"), "{err}");
+    let err = policy("checkpoint_interval_ms: 0").unwrap_err();
+    assert!(err.contains("audit.checkpoint_interval_ms"), "{err}");
+    let slow = policy("checkpoint_interval_ms: 600000").unwrap();
+    assert!(
+        slow.warnings
+            .iter()
+            .any(|d| d.at == "audit.checkpoint_interval_ms" && d.message.contains("unattested")),
+        "{:?}",
+        slow.warnings
+    );
+    let fine = policy("checkpoint_every: 2, checkpoint_interval_ms: 60000").unwrap();
+    assert!(!fine.warnings.iter().any(|d| d.at.starts_with("audit.checkpoint")));
+}
