@@ -16,10 +16,15 @@
 //!   "records": [ { "index", "leaf": base64(frame body), "proof": [base64 hash, leaf to root],
 //!                  "record": {...readable copy of the leaf's record...},
 //!                  "payload": {"status":"decrypted","encoding":"utf8"|"base64","data"}
-//!                           | {"status":"unavailable","reason"} } ] }  // only when decrypt was asked
+//!                           | {"status":"unavailable","reason"} } ],  // only when decrypt was asked
+//!   "keys": [ { "jurisdiction", "key_id", "key": base64(32 bytes) } ] }  // only when a payload was decrypted
 //! ```
 //! `leaf` is exactly what the Merkle leaf hashes (`{"i":..,"prev":..,"rec":..}`), so it still holds
-//! the sealed payload; a decrypted payload is a separate field and never replaces it.
+//! the sealed payload; a decrypted payload is a separate field and never replaces it. `keys` holds
+//! the data key of each subject (`key_id` = the payloads' `key_id`, the subject's pseudonym) with
+//! at least one decrypted payload in the bundle, and no other key; a bundle without decrypted
+//! payloads has no `keys` field (so it reads as it did before keys were added, and a verifier
+//! from before refuses a bundle with keys as malformed instead of passing unchecked plaintext).
 //!
 //! # What is attested, what is not
 //! * Only records covered by the newest checkpoint are exported. Matching records after it (the
@@ -27,8 +32,20 @@
 //! * [`verify_bundle`] proves that every bundled record is, byte for byte, in the log that the
 //!   signed checkpoint commits to, and that the records match the manifest's jurisdiction and
 //!   filter. It cannot prove that the exporter left nothing out (completeness needs the whole log,
-//!   i.e. `cordon audit verify` on the store), and decrypted payloads are the exporter's statement
-//!   (the AEAD key is not in the bundle; the ciphertext in the leaf is what is attested).
+//!   i.e. `cordon audit verify` on the store): the manifest, its filter and counts are not signed,
+//!   so a record removed together with a fixed-up count goes unnoticed.
+//! * Every decrypted payload is checked against the attested ciphertext: the verifier decrypts the
+//!   leaf's AES-256-GCM payload with the bundled key of its subject (the same AAD: jurisdiction
+//!   and key id) and requires the bundle's plaintext to equal it byte for byte. That binds the
+//!   plaintext: the ciphertext and its tag were made by the gateway under a random key and are
+//!   fixed by the inclusion proof, and finding a second key under which that same ciphertext and
+//!   tag verify is infeasible (the "invisible salamanders" attacks on GCM need the attacker to
+//!   choose the ciphertext, which a proven record does not allow). A payload marked
+//!   `unavailable` (the key was shredded) cannot be checked, and its reason is the exporter's
+//!   statement; one marked so while the bundle's key for its subject does open it is refused.
+//! * The key reveals nothing about the bundled records that their plaintext does not, but it opens
+//!   every other payload of that subject in that jurisdiction to whoever has those ciphertexts: a
+//!   decrypting bundle must be handled like the personal data it contains.
 //! * The verifier key travels in the bundle, so a verification proves consistency with *that* key;
 //!   compare it with the store's key obtained independently ([`verify_bundle_with_key`]).
 //!
@@ -36,7 +53,7 @@
 //! gateway's `_unauthenticated` store and are exported with jurisdiction
 //! [`UNAUTHENTICATED_JURISDICTION`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::Read as _;
@@ -50,7 +67,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{AuditError, BreakKind, VerifyError, describe_json_error};
-use crate::keystore::Keystore;
+use crate::keystore::{DataKey, Keystore, open_payload_with_key};
 use crate::merkle::{self, Hash};
 use crate::note::NoteVerifier;
 use crate::proofs::{ProofError, read_verifier_key};
@@ -140,6 +157,28 @@ pub struct BundleRecord {
     pub payload: Option<PayloadExport>,
 }
 
+/// A subject's payload data key, carried so that the verifier can check decrypted payloads
+/// against the attested ciphertext.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleKey {
+    /// The jurisdiction the key belongs to (the manifest's).
+    pub jurisdiction: String,
+    /// The payloads' `key_id` (the subject's pseudonym).
+    pub key_id: String,
+    /// Base64 of the 32-byte AES-256 key.
+    pub key: String,
+}
+
+impl fmt::Debug for BundleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BundleKey")
+            .field("jurisdiction", &self.jurisdiction)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An export bundle (one JSON document).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +190,10 @@ pub struct Bundle {
     pub checkpoint: String,
     /// In increasing index order.
     pub records: Vec<BundleRecord>,
+    /// The data key of each subject with a decrypted payload in the bundle (by key id); empty (and
+    /// not written) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<BundleKey>,
 }
 
 /// Why an export failed or a bundle does not verify.
@@ -485,16 +528,52 @@ impl<'a> ExportBuilder<'a> {
 
         let mut counts = Counts::default();
         let mut records = Vec::with_capacity(selected.len());
+        // Each subject's data key, read once: the key that decrypts a payload here is the key the
+        // bundle carries for it (a shred in between cannot make them differ). `Err`: why not.
+        let mut subject_keys: BTreeMap<String, Result<Option<DataKey>, String>> = BTreeMap::new();
+        // The keys that decrypted at least one payload: the bundle carries these and no others.
+        let mut used_keys: BTreeMap<String, DataKey> = BTreeMap::new();
         for (s, path) in selected.into_iter().zip(paths) {
             counts.records += 1;
             let mut payload = None;
             match &s.record {
                 Record::Decision(d) => {
                     counts.decisions += 1;
-                    if let (Some(ks), Payload::Encrypted { .. }) = (keystore, &d.payload) {
-                        payload = Some(match ks.open_payload(jurisdiction, &d.payload) {
-                            Ok(plain) => {
+                    if let (Some(ks), Payload::Encrypted { key_id, .. }) = (keystore, &d.payload) {
+                        if !subject_keys.contains_key(key_id) {
+                            let looked_up = match ks.export_data_key(jurisdiction, key_id) {
+                                Ok(k) => Ok(k),
+                                // The keystore could not run (a KMS outage): fail the export
+                                // rather than call the payloads erased.
+                                Err(e @ AuditError::Io { .. }) => return Err(BundleError::Keystore(e)),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            subject_keys.insert(key_id.clone(), looked_up);
+                        }
+                        let opened = match &subject_keys[key_id] {
+                            Ok(Some(k)) => open_payload_with_key(k, jurisdiction, &d.payload)
+                                .map(|plain| (plain, k))
+                                .map_err(|e| match e {
+                                    // The store verified, so the ciphertext is the gateway's:
+                                    // it was sealed under an earlier key of this subject.
+                                    AuditError::Crypto(_) => {
+                                        "the subject's current payload key does not open it \
+                                         (it was sealed under an earlier key, since shredded: payload erased)"
+                                            .to_string()
+                                    }
+                                    other => other.to_string(),
+                                }),
+                            Ok(None) => {
+                                Err("the subject's payload key was shredded (payload erased)".to_string())
+                            }
+                            Err(why) => Err(why.clone()),
+                        };
+                        payload = Some(match opened {
+                            Ok((plain, key)) => {
                                 counts.payloads_decrypted += 1;
+                                if !used_keys.contains_key(key_id) {
+                                    used_keys.insert(key_id.clone(), key.clone());
+                                }
                                 match String::from_utf8(plain) {
                                     Ok(text) => PayloadExport::Decrypted {
                                         encoding: "utf8".into(),
@@ -506,17 +585,8 @@ impl<'a> ExportBuilder<'a> {
                                     },
                                 }
                             }
-                            // The keystore could not run (a KMS outage): fail the export rather
-                            // than call the payloads erased.
-                            Err(e @ AuditError::Io { .. }) => return Err(BundleError::Keystore(e)),
-                            Err(e) => {
+                            Err(reason) => {
                                 counts.payloads_unavailable += 1;
-                                let reason = match e {
-                                    AuditError::KeyShredded { .. } => {
-                                        "the subject's payload key was shredded (payload erased)".to_string()
-                                    }
-                                    other => other.to_string(),
-                                };
                                 PayloadExport::Unavailable { reason }
                             }
                         });
@@ -553,6 +623,14 @@ impl<'a> ExportBuilder<'a> {
             vkey,
             checkpoint,
             records,
+            keys: used_keys
+                .into_iter()
+                .map(|(key_id, k)| BundleKey {
+                    jurisdiction: jurisdiction.into(),
+                    key_id,
+                    key: B64.encode(k.0),
+                })
+                .collect(),
         };
         verify_bundle(&bundle)?;
         Ok(bundle)
@@ -629,8 +707,12 @@ pub struct BundleSummary {
     pub last_ts: Option<String>,
     /// Decisions whose payload is encrypted (sealed in the leaf).
     pub payloads_encrypted: u64,
+    /// Decrypted payloads, each checked to be the plaintext of its record's ciphertext.
     pub payloads_decrypted: u64,
+    /// Payloads marked unavailable (not verifiable: the subject's key is not in the bundle).
     pub payloads_unavailable: u64,
+    /// Subject data keys the bundle carries (one per subject with a decrypted payload).
+    pub data_keys: u64,
 }
 
 impl fmt::Display for BundleSummary {
@@ -693,9 +775,18 @@ impl fmt::Display for BundleSummary {
         if self.filter.decrypt {
             writeln!(
                 f,
-                "  payloads     {} encrypted: {} decrypted, {} unavailable (key shredded or missing)",
+                "  payloads     {} encrypted: {} decrypted, each verified against its record's ciphertext; \
+                 {} unavailable (key shredded or missing: not verifiable)",
                 self.payloads_encrypted, self.payloads_decrypted, self.payloads_unavailable
             )?;
+            if self.data_keys > 0 {
+                writeln!(
+                    f,
+                    "  data keys    {} subject key(s) included to verify the payloads; each also decrypts that \
+                     subject's other payloads in {}: handle this bundle as the personal data it contains",
+                    self.data_keys, self.jurisdiction
+                )?;
+            }
         } else {
             writeln!(
                 f,
@@ -708,12 +799,52 @@ impl fmt::Display for BundleSummary {
             "  store        {} records when exported; {} matching record(s) after the checkpoint not included (unattested)",
             self.store_records, self.unattested_excluded
         )?;
+        writeln!(
+            f,
+            "  proven       every record shown is, byte for byte, in the log the signed checkpoint commits to{}",
+            if self.payloads_decrypted > 0 {
+                ", and every decrypted payload is its record's plaintext"
+            } else {
+                ""
+            }
+        )?;
         write!(
             f,
-            "  note         proves these records are in the signed log, not that none were left out; \
-             compare the key with the store's published checkpoint.vkey"
+            "  not proven   that no matching record was left out (the manifest, its filter and counts are \
+             not signed; completeness needs `cordon audit verify` on the store), nor that the key is \
+             the store's: compare it with the store's published checkpoint.vkey"
         )
     }
+}
+
+/// At most 64 characters of `s` (for naming untrusted input in an error).
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// The bundle's data keys by key id, checked: only in a decrypting bundle, base64 of 32 bytes, one
+/// per key id (their jurisdiction is checked after the records, whose errors say more). The flag
+/// is whether a payload used it.
+fn bundle_keys(bundle: &Bundle) -> Result<HashMap<&str, (DataKey, bool)>, BundleError> {
+    let m = &bundle.manifest;
+    if !m.filter.decrypt && !bundle.keys.is_empty() {
+        return Err(tampered(
+            "keys: the bundle carries data keys but decryption was not asked",
+        ));
+    }
+    let mut keys = HashMap::with_capacity(bundle.keys.len().min(1 << 16));
+    for (k, e) in bundle.keys.iter().enumerate() {
+        let at = |what: &str| tampered(format!("keys[{k}] (key id {}): {what}", clip(&e.key_id)));
+        let key = B64
+            .decode(&e.key)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .ok_or_else(|| at("key is not base64 of 32 bytes"))?;
+        if keys.insert(e.key_id.as_str(), (DataKey(key), false)).is_some() {
+            return Err(at("a second key for the same key id"));
+        }
+    }
+    Ok(keys)
 }
 
 fn b64_hash(s: &str) -> Option<Hash> {
@@ -756,6 +887,7 @@ pub fn verify_bundle(bundle: &Bundle) -> Result<BundleSummary, BundleError> {
         return Err(tampered("manifest: store_records is below the checkpoint size"));
     }
     let period = check_filter(&m.filter).map_err(|e| tampered(format!("manifest: filter: {e}")))?;
+    let mut keys = bundle_keys(bundle)?;
 
     let mut s = BundleSummary {
         jurisdiction: m.jurisdiction.clone(),
@@ -779,6 +911,7 @@ pub fn verify_bundle(bundle: &Bundle) -> Result<BundleSummary, BundleError> {
         payloads_encrypted: 0,
         payloads_decrypted: 0,
         payloads_unavailable: 0,
+        data_keys: keys.len() as u64,
     };
     let mut first: Option<OffsetDateTime> = None;
     let mut last: Option<OffsetDateTime> = None;
@@ -873,31 +1006,83 @@ pub fn verify_bundle(bundle: &Bundle) -> Result<BundleSummary, BundleError> {
                 s.last_ts = Some(ts.clone());
             }
         }
-        let encrypted = matches!(&rec, Record::Decision(d) if matches!(d.payload, Payload::Encrypted { .. }));
-        if encrypted {
+        let sealed = match &rec {
+            Record::Decision(d) => match &d.payload {
+                Payload::Encrypted { key_id, .. } => Some((d, key_id)),
+                _ => None,
+            },
+            Record::Completion(_) => None,
+        };
+        if sealed.is_some() {
             s.payloads_encrypted += 1;
         }
-        match (m.filter.decrypt && encrypted, &r.payload) {
-            (false, None) => {}
-            (false, Some(_)) => {
+        match (sealed.filter(|_| m.filter.decrypt), &r.payload) {
+            (None, None) => {}
+            (None, Some(_)) => {
                 return Err(at(
                     "carries a payload field, but decryption was not asked or the record has no encrypted payload",
                 ));
             }
-            (true, None) => return Err(at("the decrypted payload (or why it is unavailable) is missing")),
-            (true, Some(PayloadExport::Decrypted { encoding, data })) => {
-                let ok = match encoding.as_str() {
-                    "utf8" => true,
-                    "base64" => B64.decode(data).is_ok(),
-                    _ => false,
-                };
-                if !ok {
-                    return Err(at("decrypted payload has a bad encoding"));
+            (Some(_), None) => return Err(at("the decrypted payload (or why it is unavailable) is missing")),
+            (Some((d, key_id)), Some(PayloadExport::Decrypted { encoding, data })) => {
+                let at = |what: &str| at(&format!("decision {}: {what}", d.decision_id));
+                let shown = match encoding.as_str() {
+                    "utf8" => Some(data.as_bytes().to_vec()),
+                    "base64" => B64.decode(data).ok(),
+                    _ => None,
                 }
+                .ok_or_else(|| at("decrypted payload has a bad encoding"))?;
+                let Some((key, used)) = keys.get_mut(key_id.as_str()) else {
+                    return Err(at(&format!(
+                        "no key in the bundle for a decrypted payload (key id {}); a bundle exported \
+                         before payload keys were included cannot have its plaintext checked: export it again",
+                        clip(key_id)
+                    )));
+                };
+                let plain = open_payload_with_key(key, &m.jurisdiction, &d.payload).map_err(|_| {
+                    at(&format!(
+                        "the bundle's data key for key id {} does not open the record's ciphertext",
+                        clip(key_id)
+                    ))
+                })?;
+                if plain != shown {
+                    return Err(at("decrypted payload does not match the record's ciphertext"));
+                }
+                *used = true;
                 s.payloads_decrypted += 1;
             }
-            (true, Some(PayloadExport::Unavailable { .. })) => s.payloads_unavailable += 1,
+            (Some((d, key_id)), Some(PayloadExport::Unavailable { .. })) => {
+                // Unverifiable by nature when the key is gone; but if the bundle carries the key
+                // and it opens the ciphertext, the payload was available and is being withheld.
+                if let Some((key, _)) = keys.get(key_id.as_str())
+                    && open_payload_with_key(key, &m.jurisdiction, &d.payload).is_ok()
+                {
+                    return Err(at(&format!(
+                        "decision {}: payload marked unavailable, but the bundle carries its key and it \
+                         decrypts the record's ciphertext",
+                        d.decision_id
+                    )));
+                }
+                s.payloads_unavailable += 1;
+            }
         }
+    }
+    for (k, e) in bundle.keys.iter().enumerate() {
+        if e.jurisdiction != m.jurisdiction {
+            return Err(tampered(format!(
+                "keys[{k}] (key id {}): a key of jurisdiction {} in a bundle of jurisdiction {}",
+                clip(&e.key_id),
+                clip(&e.jurisdiction),
+                m.jurisdiction
+            )));
+        }
+    }
+    if let Some((key_id, _)) = keys.iter().find(|(_, (_, used))| !used) {
+        return Err(tampered(format!(
+            "keys: the data key for key id {} decrypts no payload shown in the bundle (a bundle carries \
+             only the keys of the payloads it decrypts)",
+            clip(key_id)
+        )));
     }
     let have = Counts {
         records: s.records,

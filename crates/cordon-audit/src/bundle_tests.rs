@@ -131,6 +131,11 @@ async fn export_verifies_offline_in_a_fresh_directory() {
     let back = read_bundle(&copy).unwrap();
     assert_eq!(back, bundle);
     let s = verify_bundle(&back).unwrap();
+    // Not decrypted: no keys, and the file has no `keys` field at all (the format as before).
+    assert!(back.keys.is_empty());
+    assert_eq!(s.data_keys, 0);
+    let file: Value = serde_json::from_slice(&fs::read(&copy).unwrap()).unwrap();
+    assert!(file.get("keys").is_none());
     // Everything but the unauthenticated decision: 17 records.
     assert_eq!((s.records, s.decisions, s.completions), (17, 9, 8));
     assert_eq!((s.allowed, s.refused), (8, 1));
@@ -261,7 +266,30 @@ async fn decrypt_gives_plaintext_and_after_shred_the_payload_is_unavailable_but_
         plain,
         (1..=6).map(|d| format!("alice message {d}")).collect::<Vec<_>>()
     );
-    assert!(s.to_string().contains("6 encrypted: 6 decrypted, 0 unavailable"));
+    let text = s.to_string();
+    for want in [
+        "6 encrypted: 6 decrypted, each verified against its record's ciphertext; 0 unavailable",
+        "1 subject key(s) included",
+        "handle this bundle as the personal data it contains",
+        "and every decrypted payload is its record's plaintext",
+        "not proven   that no matching record was left out",
+    ] {
+        assert!(text.contains(want), "summary lacks {want:?}:\n{text}");
+    }
+    // Alice's key, and only hers, travels with her decrypted payloads.
+    assert_eq!(s.data_keys, 1);
+    assert_eq!(
+        before
+            .keys
+            .iter()
+            .map(|k| (k.jurisdiction.as_str(), k.key_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("EU", ALICE)]
+    );
+    assert_eq!(
+        B64.decode(&before.keys[0].key).unwrap(),
+        fx.keys.export_data_key("EU", ALICE).unwrap().unwrap().0
+    );
     // Completions carry no payload field; the sealed payload stays in the leaf.
     for r in &before.records {
         assert_eq!(r.payload.is_some(), r.record["kind"] == "decision");
@@ -274,6 +302,20 @@ async fn decrypt_gives_plaintext_and_after_shred_the_payload_is_unavailable_but_
     let after = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
     let s = verify_bundle(&after).unwrap();
     assert_eq!((s.payloads_decrypted, s.payloads_unavailable), (0, 6));
+    // Nothing decrypted, so no key: the shredded subject's bundle carries none, and says that the
+    // unavailable payloads are not verifiable.
+    assert!(after.keys.is_empty());
+    assert!(
+        !String::from_utf8(serde_json::to_vec(&after).unwrap())
+            .unwrap()
+            .contains("\"keys\"")
+    );
+    let text = s.to_string();
+    assert!(
+        text.contains("6 unavailable (key shredded or missing: not verifiable)"),
+        "{text}"
+    );
+    assert!(!text.contains("data keys"), "{text}");
     for (a, b) in after.records.iter().zip(&before.records) {
         assert_eq!((a.index, &a.leaf, &a.proof), (b.index, &b.leaf, &b.proof));
         if let Some(p) = &a.payload {
@@ -522,6 +564,247 @@ async fn tampering_with_the_bundle_file_is_detected_and_named() {
             "cordon-audit-bundle/9".into()),
         Err(BundleError::Malformed(_))
     ));
+}
+
+/// Move one decrypted payload to `unavailable` in the manifest's counts too (the manifest is not
+/// signed, so a forger fixes them up).
+fn recount_as_unavailable(v: &mut Value, n: u64) {
+    let c = &mut v["manifest"]["counts"];
+    c["payloads_decrypted"] = (c["payloads_decrypted"].as_u64().unwrap() - n).into();
+    c["payloads_unavailable"] = (c["payloads_unavailable"].as_u64().unwrap() + n).into();
+}
+
+/// The reviewer's finding: a decrypted payload is checked against the proven ciphertext with the
+/// bundled key, so editing the plaintext, the key, or withholding a payload that the key opens is
+/// refused and named.
+#[tokio::test]
+async fn decrypted_payloads_are_verified_against_the_attested_ciphertext() {
+    let fx = populate().await;
+    let f = ExportFilter {
+        decrypt: true,
+        ..filter(Some(BOB))
+    };
+    let bundle = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bob.json");
+    write_bundle(&bundle, &file).unwrap();
+    let s = verify_bundle(&read_bundle(&file).unwrap()).unwrap();
+    assert_eq!(
+        (s.payloads_decrypted, s.payloads_unavailable, s.data_keys),
+        (2, 0, 1)
+    );
+    // Where Bob's two decrypted payloads are (text, then binary as base64), and their decision ids.
+    let at: Vec<usize> = (0..bundle.records.len())
+        .filter(|&k| bundle.records[k].payload.is_some())
+        .collect();
+    let [text, bin] = at[..] else { panic!("{at:?}") };
+    let name = |k: usize| {
+        format!(
+            "record {}: decision {}: ",
+            bundle.records[k].index,
+            bundle.records[k].record["decision_id"].as_str().unwrap()
+        )
+    };
+    let alice_key = B64.encode(fx.keys.export_data_key("EU", ALICE).unwrap().unwrap().0);
+
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit, String)> = vec![
+        (
+            "the plaintext of a decrypted payload",
+            Box::new(move |v| v["records"][text]["payload"]["data"] = "I consent to everything".into()),
+            format!(
+                "{}decrypted payload does not match the record's ciphertext",
+                name(text)
+            ),
+        ),
+        (
+            "a byte of a base64 decrypted payload",
+            Box::new(move |v| edit_b64(&mut v["records"][bin]["payload"]["data"], |b| b[0] ^= 1)),
+            format!(
+                "{}decrypted payload does not match the record's ciphertext",
+                name(bin)
+            ),
+        ),
+        (
+            "a byte appended to a decrypted payload",
+            Box::new(move |v| edit_str(&mut v["records"][text]["payload"]["data"], |d| format!("{d}!"))),
+            format!(
+                "{}decrypted payload does not match the record's ciphertext",
+                name(text)
+            ),
+        ),
+        (
+            "a bit of the bundled key",
+            Box::new(|v| edit_b64(&mut v["keys"][0]["key"], |b| b[31] ^= 0x80)),
+            format!(
+                "{}the bundle's data key for key id {BOB} does not open the record's ciphertext",
+                name(text)
+            ),
+        ),
+        (
+            "the key replaced by another subject's",
+            Box::new(move |v| v["keys"][0]["key"] = alice_key.clone().into()),
+            format!(
+                "{}the bundle's data key for key id {BOB} does not open the record's ciphertext",
+                name(text)
+            ),
+        ),
+        (
+            "the key removed",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("keys");
+            }),
+            format!(
+                "{}no key in the bundle for a decrypted payload (key id {BOB})",
+                name(text)
+            ),
+        ),
+        (
+            "a decrypted payload marked unavailable (counts fixed), key still there",
+            Box::new(move |v| {
+                v["records"][text]["payload"] =
+                    serde_json::json!({"status": "unavailable", "reason": "shredded"});
+                recount_as_unavailable(v, 1);
+            }),
+            format!(
+                "{}payload marked unavailable, but the bundle carries its key and it decrypts the record's ciphertext",
+                name(text)
+            ),
+        ),
+        (
+            "a key that no payload uses",
+            Box::new(move |v| {
+                let extra =
+                    serde_json::json!({"jurisdiction": "EU", "key_id": ALICE, "key": B64.encode([1u8; 32])});
+                v["keys"].as_array_mut().unwrap().push(extra);
+            }),
+            format!("keys: the data key for key id {ALICE} decrypts no payload shown in the bundle"),
+        ),
+        (
+            "a key listed twice",
+            Box::new(|v| {
+                let k = v["keys"][0].clone();
+                v["keys"].as_array_mut().unwrap().push(k);
+            }),
+            format!("keys[1] (key id {BOB}): a second key for the same key id"),
+        ),
+        (
+            "a key of another jurisdiction",
+            Box::new(|v| v["keys"][0]["jurisdiction"] = "US".into()),
+            format!("keys[0] (key id {BOB}): a key of jurisdiction US in a bundle of jurisdiction EU"),
+        ),
+        (
+            "a key that is not 32 bytes",
+            Box::new(|v| edit_b64(&mut v["keys"][0]["key"], |b| b.truncate(16))),
+            format!("keys[0] (key id {BOB}): key is not base64 of 32 bytes"),
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let what = tampered_what(tamper(&file, edit));
+        assert!(what.contains(&want), "{name}: got {what:?}, want {want:?}");
+    }
+
+    // The same bytes in the other encoding are the same plaintext: it verifies.
+    let s = tamper(&file, |v| {
+        v["records"][text]["payload"] = serde_json::json!({"status": "decrypted", "encoding": "base64",
+            "data": B64.encode("bob secret")});
+    })
+    .unwrap();
+    assert_eq!(s.payloads_decrypted, 2);
+
+    // The limit, documented: withholding *every* payload of a subject together with its key
+    // (counts fixed) looks like a shredded key; it verifies, and the summary says that the
+    // unavailable payloads were not verified.
+    let s = tamper(&file, |v| {
+        for k in [text, bin] {
+            v["records"][k]["payload"] = serde_json::json!({"status": "unavailable", "reason": "shredded"});
+        }
+        v.as_object_mut().unwrap().remove("keys");
+        recount_as_unavailable(v, 2);
+    })
+    .unwrap();
+    assert_eq!(
+        (s.payloads_decrypted, s.payloads_unavailable, s.data_keys),
+        (0, 2, 0)
+    );
+    assert!(
+        s.to_string()
+            .contains("2 unavailable (key shredded or missing: not verifiable)")
+    );
+
+    // Keys in a bundle that did not ask for decryption.
+    let plain = export(&fx.store, "EU", &filter(Some(BOB)), None).unwrap();
+    assert!(plain.keys.is_empty());
+    let plain_file = dir.path().join("plain.json");
+    write_bundle(&plain, &plain_file).unwrap();
+    let what = tampered_what(tamper(&plain_file, |v| {
+        v["keys"] = serde_json::json!([{"jurisdiction": "EU", "key_id": BOB, "key": B64.encode([0u8; 32])}]);
+    }));
+    assert!(
+        what.contains("keys: the bundle carries data keys but decryption was not asked"),
+        "{what}"
+    );
+}
+
+/// A subject shredded and then seen again: the old payloads (under the destroyed key) are
+/// unavailable, the new one is decrypted and verified with the new key, which the bundle carries;
+/// the old ones are accepted as unavailable because that key does not open them.
+#[tokio::test]
+async fn a_shredded_then_returning_subject_has_old_payloads_unavailable_and_new_ones_verified() {
+    let fx = populate().await;
+    assert!(fx.keys.shred("EU", ALICE).unwrap());
+    let sealed = fx.keys.seal("EU", ALICE, b"alice is back").unwrap();
+    let (d, _) = decision(
+        Some(ALICE),
+        "2026-01-08T10:00:00.000000Z",
+        Outcome::Allowed,
+        sealed,
+    );
+    let store = FileStore::open(&fx.store, opts()).unwrap();
+    store.append(&d).unwrap().await.unwrap();
+    drop(store);
+    let f = ExportFilter {
+        decrypt: true,
+        ..filter(Some(ALICE))
+    };
+    let b = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let s = verify_bundle(&b).unwrap();
+    assert_eq!(
+        (
+            s.payloads_encrypted,
+            s.payloads_decrypted,
+            s.payloads_unavailable,
+            s.data_keys
+        ),
+        (7, 1, 6, 1)
+    );
+    let payloads: Vec<&PayloadExport> = b.records.iter().filter_map(|r| r.payload.as_ref()).collect();
+    for p in &payloads[..6] {
+        let PayloadExport::Unavailable { reason } = p else {
+            panic!("{p:?}")
+        };
+        assert!(reason.contains("earlier key, since shredded"), "{reason}");
+    }
+    assert_eq!(
+        payloads[6],
+        &PayloadExport::Decrypted {
+            encoding: "utf8".into(),
+            data: "alice is back".into()
+        }
+    );
+    // Marking the new one unavailable too is caught: the bundled key opens it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alice.json");
+    write_bundle(&b, &file).unwrap();
+    let last = b.records.iter().rposition(|r| r.payload.is_some()).unwrap();
+    let what = tampered_what(tamper(&file, |v| {
+        v["records"][last]["payload"] = serde_json::json!({"status": "unavailable", "reason": "shredded"});
+        recount_as_unavailable(v, 1);
+    }));
+    assert!(
+        what.contains("payload marked unavailable, but the bundle carries its key"),
+        "{what}"
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,10 @@
 //! Payloads are AES-256-GCM under the data key (AAD binds jurisdiction and key id too), stored as
 //! base64 in [`Payload::Encrypted`] with `key_id` = the subject's pseudonym.
 //!
+//! An export bundle that shows decrypted payloads carries their subjects' raw data keys
+//! ([`Keystore::export_data_key`]) so that its verifier can check the plaintext against the
+//! attested ciphertext ([`open_payload_with_key`]).
+//!
 //! Shredding overwrites and deletes the wrapped key (and forgets the cached copy): the payload
 //! can no longer be decrypted, while the log, which hashes the ciphertext, still verifies.
 //! (On copy-on-write or flash storage the overwrite is best effort; the master-key wrapping is
@@ -102,6 +106,76 @@ fn seal_with(
         nonce: B64.encode(nonce),
         ciphertext: B64.encode(&ct),
     })
+}
+
+/// A subject's raw AES-256 data key ([`Keystore::export_data_key`]). Its `Debug` does not show
+/// the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataKey(pub [u8; 32]);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+/// The key id, nonce and ciphertext of an encrypted payload of a supported algorithm.
+fn encrypted_parts(payload: &Payload) -> Result<(&str, &str, &str), AuditError> {
+    let Payload::Encrypted {
+        alg,
+        key_id,
+        nonce,
+        ciphertext,
+    } = payload
+    else {
+        return Err(AuditError::InvalidInput {
+            what: "payload",
+            why: "not an encrypted payload",
+        });
+    };
+    if alg != PAYLOAD_ALG {
+        return Err(AuditError::InvalidInput {
+            what: "payload alg",
+            why: "unsupported algorithm",
+        });
+    }
+    Ok((key_id, nonce, ciphertext))
+}
+
+/// Decrypt `payload` (an encrypted payload of [`PAYLOAD_ALG`]) under `key`, with the AAD of
+/// `jurisdiction` and the payload's key id.
+fn open_with(key: &LessSafeKey, jurisdiction: &str, payload: &Payload) -> Result<Vec<u8>, AuditError> {
+    let (key_id, nonce, ciphertext) = encrypted_parts(payload)?;
+    let bad_b64 = |_| AuditError::InvalidInput {
+        what: "payload",
+        why: "nonce or ciphertext is not base64",
+    };
+    let nonce = B64.decode(nonce).map_err(bad_b64)?;
+    let mut ct = B64.decode(ciphertext).map_err(bad_b64)?;
+    let nonce =
+        Nonce::try_assume_unique_for_key(&nonce).map_err(|_| AuditError::Crypto("bad payload nonce"))?;
+    let plain = key
+        .open_in_place(
+            nonce,
+            Aad::from(aad(PAYLOAD_AAD, jurisdiction, key_id).as_slice()),
+            &mut ct,
+        )
+        .map_err(|_| AuditError::Crypto("payload does not decrypt (modified, or wrong key)"))?;
+    let n = plain.len();
+    ct.truncate(n);
+    Ok(ct)
+}
+
+/// Decrypt `payload` with a data key held outside any keystore (e.g. one carried in an export
+/// bundle): the same algorithm and AAD (jurisdiction and the payload's key id) as
+/// [`Keystore::open_payload`]. AES-GCM authenticates: an `Ok` means this key sealed exactly this
+/// ciphertext for this jurisdiction and key id.
+pub fn open_payload_with_key(
+    key: &DataKey,
+    jurisdiction: &str,
+    payload: &Payload,
+) -> Result<Vec<u8>, AuditError> {
+    open_with(&aes_key(&key.0)?, jurisdiction, payload)
 }
 
 fn check_key_id(key_id: &str) -> Result<(), AuditError> {
@@ -214,6 +288,14 @@ impl Keystore {
     }
 
     fn load(&self, path: &Path, jurisdiction: &str, key_id: &str) -> Result<Option<LessSafeKey>, AuditError> {
+        match self.load_raw(path, jurisdiction, key_id)? {
+            Some(dk) => aes_key(&dk.0).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The unwrapped data key in `path`; `Ok(None)` when there is no such file.
+    fn load_raw(&self, path: &Path, jurisdiction: &str, key_id: &str) -> Result<Option<DataKey>, AuditError> {
         let dir = self.jurisdiction_dir(jurisdiction);
         let bytes = match fs::read(path) {
             Ok(b) => b,
@@ -241,7 +323,7 @@ impl Keystore {
                     detail: other.to_string(),
                 },
             })?;
-        aes_key(&dk).map(Some)
+        Ok(Some(DataKey(dk)))
     }
 
     /// Encrypt `plaintext` under the subject's data key (created on first use: file I/O and
@@ -275,47 +357,24 @@ impl Keystore {
 
     /// Decrypt an encrypted payload. `Err(KeyShredded)` once the subject's key is destroyed.
     pub fn open_payload(&self, jurisdiction: &str, payload: &Payload) -> Result<Vec<u8>, AuditError> {
-        let Payload::Encrypted {
-            alg,
-            key_id,
-            nonce,
-            ciphertext,
-        } = payload
-        else {
-            return Err(AuditError::InvalidInput {
-                what: "payload",
-                why: "not an encrypted payload",
-            });
-        };
-        if alg != PAYLOAD_ALG {
-            return Err(AuditError::InvalidInput {
-                what: "payload alg",
-                why: "unsupported algorithm",
-            });
-        }
+        let (key_id, ..) = encrypted_parts(payload)?;
         let key = self
             .data_key(jurisdiction, key_id, Lookup::Load)?
             .ok_or_else(|| AuditError::KeyShredded {
                 jurisdiction: jurisdiction.to_owned(),
             })?;
-        let bad_b64 = |_| AuditError::InvalidInput {
-            what: "payload",
-            why: "nonce or ciphertext is not base64",
-        };
-        let nonce = B64.decode(nonce).map_err(bad_b64)?;
-        let mut ct = B64.decode(ciphertext).map_err(bad_b64)?;
-        let nonce =
-            Nonce::try_assume_unique_for_key(&nonce).map_err(|_| AuditError::Crypto("bad payload nonce"))?;
-        let plain = key
-            .open_in_place(
-                nonce,
-                Aad::from(aad(PAYLOAD_AAD, jurisdiction, key_id).as_slice()),
-                &mut ct,
-            )
-            .map_err(|_| AuditError::Crypto("payload does not decrypt (modified, or wrong key)"))?;
-        let n = plain.len();
-        ct.truncate(n);
-        Ok(ct)
+        open_with(&key, jurisdiction, payload)
+    }
+
+    /// The subject's data key itself, read from its key file and unwrapped (never created, never
+    /// cached): `Ok(None)` when there is none (shredded, or never created). For export bundles,
+    /// whose verifier checks decrypted payloads against the attested ciphertext with it
+    /// ([`open_payload_with_key`]). The key opens every payload of this subject in this
+    /// jurisdiction: whoever receives it must treat it as that subject's personal data.
+    pub fn export_data_key(&self, jurisdiction: &str, key_id: &str) -> Result<Option<DataKey>, AuditError> {
+        check_component("jurisdiction", jurisdiction)?;
+        check_key_id(key_id)?;
+        self.load_raw(&self.key_path(jurisdiction, key_id), jurisdiction, key_id)
     }
 
     /// Destroy the subject's data key. `Ok(false)` if there was none.
@@ -417,6 +476,46 @@ mod tests {
         assert_eq!(ks.open_payload("EU", &b).unwrap(), b"hello bob");
         let e = ks.open_payload("EU", &a).unwrap_err().to_string();
         assert!(!e.contains("aaaa"), "error names the subject: {e}");
+    }
+
+    /// The exported raw key opens exactly what the keystore opens (same AAD), nothing once
+    /// shredded, and its `Debug` does not print it.
+    #[test]
+    fn exported_data_key_opens_the_subjects_payloads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(dir.path(), [7u8; 32]).unwrap();
+        let a = ks.seal("EU", "ps:aaaa", b"hello alice").unwrap();
+        let b = ks.seal("EU", "ps:bbbb", b"hello bob").unwrap();
+        assert!(ks.export_data_key("EU", "ps:nobody").unwrap().is_none());
+        let ka = ks.export_data_key("EU", "ps:aaaa").unwrap().unwrap();
+        assert_eq!(open_payload_with_key(&ka, "EU", &a).unwrap(), b"hello alice");
+        // Bound to the jurisdiction and to the key id by the AAD; another subject's key fails.
+        assert!(open_payload_with_key(&ka, "US", &a).is_err());
+        assert!(open_payload_with_key(&ka, "EU", &b).is_err());
+        let Payload::Encrypted {
+            alg,
+            nonce,
+            ciphertext,
+            ..
+        } = a.clone()
+        else {
+            panic!()
+        };
+        let relabelled = Payload::Encrypted {
+            alg,
+            key_id: "ps:bbbb".into(),
+            nonce,
+            ciphertext,
+        };
+        assert!(open_payload_with_key(&ka, "EU", &relabelled).is_err());
+        let mut other = ka.clone();
+        other.0[0] ^= 1;
+        assert!(open_payload_with_key(&other, "EU", &a).is_err());
+        assert_eq!(format!("{ka:?}"), "DataKey(..)");
+        assert!(ks.shred("EU", "ps:aaaa").unwrap());
+        assert!(ks.export_data_key("EU", "ps:aaaa").unwrap().is_none());
+        // A key already exported still opens what it sealed (that is why it must be guarded).
+        assert_eq!(open_payload_with_key(&ka, "EU", &a).unwrap(), b"hello alice");
     }
 
     /// `seal_cached` seals only with a key already in memory, and never creates or reads one.

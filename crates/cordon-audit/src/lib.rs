@@ -83,7 +83,7 @@ pub use commit_stats::{CommitSnapshot, latency_bounds_us};
 pub use error::{AuditError, BreakKind, VerifyError};
 pub use file_store::{CheckpointStats, FileStore, StoreOptions};
 pub use key_wrap::{KeyWrap, KeyWrapError, LocalMasterKey};
-pub use keystore::{Keystore, PAYLOAD_ALG, load_or_create_master_key};
+pub use keystore::{DataKey, Keystore, PAYLOAD_ALG, load_or_create_master_key, open_payload_with_key};
 pub use proofs::{
     ConsistencyBundle, InclusionBundle, ProofError, consistency_bundle, inclusion_bundle, prove_consistency,
     prove_inclusion, read_verifier_key, verify_consistency_bundle, verify_inclusion_bundle,

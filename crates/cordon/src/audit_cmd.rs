@@ -89,7 +89,10 @@ pub enum Command {
         /// Period end, RFC 3339 (inclusive).
         #[arg(long)]
         to: Option<String>,
-        /// Include decrypted payloads where the subject's key still exists.
+        /// Include decrypted payloads where the subject's key still exists, and each such
+        /// subject's data key, with which `verify-bundle` checks the plaintext against the proven
+        /// ciphertext. The key also decrypts that subject's other payloads in this jurisdiction
+        /// (for whoever holds their records): handle the bundle as the personal data it contains.
         #[arg(long)]
         decrypt: bool,
         /// PostgreSQL stores: the chain (gateway replica) to export; each chain is its own log and
@@ -99,7 +102,9 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify an exported bundle offline and print a readable summary. Exit 1 if it fails.
+    /// Verify an exported bundle offline and print a readable summary: every record is in the
+    /// signed log and every decrypted payload is its record's plaintext (not: that no record was
+    /// left out). Exit 1 if it fails.
     VerifyBundle {
         file: PathBuf,
         /// The store's verifier key obtained separately (else the key inside the bundle is used).

@@ -474,6 +474,33 @@ async fn export_bundle_verifies_offline_and_tampering_is_named() {
         !texts.contains("bob one"),
         "another subject's payload leaked into the bundle"
     );
+    // The plaintext is checked against the proven ciphertext with Alice's key, which is bundled.
+    for want in [
+        "decrypted, each verified against its record's ciphertext",
+        "1 subject key(s) included",
+        "not proven   that no matching record was left out",
+    ] {
+        assert!(summary.contains(want), "summary lacks {want:?}:\n{summary}");
+    }
+    assert_eq!(bundle["keys"].as_array().map(Vec::len), Some(1), "{bundle}");
+
+    // The reviewer's edit: a decrypted payload rewritten. Its record is named.
+    let mut tampered = bundle.clone();
+    let (k, r) = records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r["payload"]["status"] == "decrypted")
+        .unwrap();
+    tampered["records"][k]["payload"]["data"] = "I consent to everything".into();
+    std::fs::write(&copy, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let (code, text) = cli(&["audit", "verify-bundle", copy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    let named = format!(
+        "record {}: decision {}: decrypted payload does not match the record's ciphertext",
+        r["index"],
+        r["record"]["decision_id"].as_str().unwrap()
+    );
+    assert!(text.contains("FAIL") && text.contains(&named), "{text}");
 
     // Tamper with one leaf: verification fails and names the record.
     let mut tampered = bundle.clone();
