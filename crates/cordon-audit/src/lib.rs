@@ -58,6 +58,7 @@ mod file_store;
 mod key_wrap;
 mod keyfile;
 mod keystore;
+mod marker;
 pub mod merkle;
 pub mod note;
 mod proofs;
@@ -102,6 +103,8 @@ pub use segment::MAX_BODY;
 pub use store::{Ack, AckSource, AuditStore};
 pub use verify::{VerifyOptions, VerifyReport, read_records, verify_store, verify_store_with};
 
+#[cfg(test)]
+mod forged_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]
