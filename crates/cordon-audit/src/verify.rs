@@ -8,7 +8,9 @@
 //! see: records dropped from the end ([`BreakKind::RemovedTail`]) or rewritten at the end
 //! ([`BreakKind::CheckpointMismatch`]). Records after the newest checkpoint are reported as the
 //! unattested tail ([`VerifyReport::unattested`]): normal for a live store (checkpoints follow
-//! within `checkpoint_interval`), suspicious for a closed one (it writes a final checkpoint).
+//! within `checkpoint_interval`) or after a crash. A store closed cleanly says so with a signed
+//! close marker ([`crate::marker`]): records beyond it with no open marker after it were written
+//! while the store was closed, and fail as [`BreakKind::Forged`].
 
 use std::collections::BTreeMap;
 use std::fs;
