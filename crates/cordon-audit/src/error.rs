@@ -33,6 +33,18 @@ pub enum AuditError {
         offset: u64,
         detail: String,
     },
+    #[error(
+        "audit store {path}: refusing to open: record {index} on is forged (appended after a clean \
+         shutdown, not signed by the store): the signed close marker {} attests {index} records and \
+         no open marker follows it; nothing was cut or signed (run `cordon audit verify`)",
+        .marker.display()
+    )]
+    Forged {
+        path: PathBuf,
+        /// The first record written while the store was closed.
+        index: u64,
+        marker: PathBuf,
+    },
     #[error("audit store {path} is already open in this process")]
     AlreadyOpen { path: PathBuf },
     #[error("audit store {path} is in use by another process (it holds {path}/LOCK); one writer per store")]
@@ -109,6 +121,18 @@ pub enum BreakKind {
     RemovedTail { published_size: u64, found: u64 },
     #[error("bad checkpoint: {detail}")]
     BadCheckpoint { detail: String },
+    #[error(
+        "forged (appended after a clean shutdown, not signed by the store): the store was closed at \
+         {closed_at} records (signed close marker {marker}) and never reopened by its writer, yet \
+         holds {found}"
+    )]
+    Forged {
+        closed_at: u64,
+        found: u64,
+        marker: String,
+    },
+    #[error("bad close/open marker: {detail}")]
+    BadMarker { detail: String },
 }
 
 /// Verification failed: where (store, segment file, byte offset, record index) and what.

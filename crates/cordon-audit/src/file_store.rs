@@ -32,12 +32,13 @@ use crate::checkpoint::Checkpoint;
 use crate::commit_stats::CommitSnapshot;
 use crate::error::AuditError;
 use crate::keyfile::sync_dir;
+use crate::marker::{self, Marker, MarkerKind};
 use crate::merkle::{Frontier, Hash};
 use crate::note::NoteVerifier;
 use crate::record::Record;
 use crate::segment::{self, Fault, ZERO_HASH};
 use crate::store::{Ack, AuditStore};
-use crate::tlog::{self, Checkpointer, CkptStats};
+use crate::tlog::{self, Checkpointer, CkptStats, MarkerCtl};
 use crate::writer::{CkptCtl, Job, Shared, Writer};
 
 /// Group-commit and checkpoint tuning.
@@ -325,16 +326,43 @@ impl FileStore {
             })
             .min()
             .unwrap_or(rec.next_index);
-        let tree = rebuild_tree(
+        let attested = last_ckpt.as_ref().map_or(0, |c| c.size);
+        let marks = marker::at_open(
             dir,
+            &opts.publish_to,
+            &signer.verifier(),
             rec.next_index,
-            last_ckpt.as_ref(),
-            keep_from,
-            rec.cut.as_ref(),
+            rec.cut.as_ref().map(|c| (c.path.as_path(), c.at as u64)),
+            attested,
         )?;
+        // Signed claims on the tree: the newest checkpoint, and the close marker if it is the newest.
+        let mut claims = Vec::new();
+        if let Some(c) = &last_ckpt {
+            claims.push((
+                c.size,
+                c.root,
+                dir.join(tlog::CKPT_DIR).join(tlog::ckpt_name(c.size)),
+            ));
+        }
+        if let Some(f) = &marks.closed {
+            claims.push((f.marker.size, f.marker.root, f.path.clone()));
+        }
+        let tree = rebuild_tree(dir, rec.next_index, &claims, keep_from, rec.cut.as_ref())?;
         // Every check has passed: only now is a torn tail cut (a refused open leaves it).
         if let Some(cut) = &rec.cut {
             cut.apply(rec.next_index)?;
+        }
+        let markers = open_marker(dir, &signer, &opts.publish_to, &marks)?;
+        if marks.closed.is_none() && rec.next_index > attested {
+            // A crash (no close marker): the tail is kept, and the operator told which records
+            // are adopted without a signature from before the restart. Never their contents.
+            tracing::warn!(
+                store = %dir.display(),
+                first_index = attested,
+                last_index = rec.next_index - 1,
+                "audit store: records {attested}..{} were not covered by a checkpoint before the restart; signing them",
+                rec.next_index
+            );
         }
         let file = OpenOptions::new()
             .append(true)
@@ -362,6 +390,7 @@ impl FileStore {
             stats: ckpt_stats.clone(),
             base: tree.base,
             tail: tree.tail,
+            markers: Some(markers),
         };
         let (ckpt_tx, ckpt_rx) = mpsc::channel();
         let ckpt_thread = crate::background::spawn("cordon-audit-ckpt", move || checkpointer.run(ckpt_rx))
@@ -552,6 +581,44 @@ fn corrupt(path: &Path, offset: usize, detail: impl Into<String>) -> AuditError 
         offset: offset as u64,
         detail: detail.into(),
     }
+}
+
+/// After a clean shutdown (the newest marker is a close marker): write the open marker, durably,
+/// before the writer starts, and leave its publication to the checkpointer (retried with every
+/// checkpoint). Returns the markers' state for the checkpointer.
+fn open_marker(
+    dir: &Path,
+    signer: &crate::note::NoteSigner,
+    targets: &[PathBuf],
+    marks: &marker::AtOpen,
+) -> Result<MarkerCtl, AuditError> {
+    let Some(closed) = &marks.closed else {
+        return Ok(MarkerCtl {
+            close_seq: marks.next_seq,
+            pending: Vec::new(),
+        });
+    };
+    let m = Marker {
+        kind: MarkerKind::Opened,
+        seq: marks.next_seq,
+        size: closed.marker.size,
+        root: closed.marker.root,
+    };
+    let note = m.sign(signer).map_err(|e| AuditError::Key {
+        path: dir.join(tlog::VKEY_FILE),
+        detail: format!("signing the open marker: {e}"),
+    })?;
+    let name = m.file_name();
+    marker::write_marker(dir, &name, &note).map_err(AuditError::io(
+        dir.join(marker::MARKER_DIR).join(&name),
+        "write open marker",
+    ))?;
+    Ok(MarkerCtl {
+        close_seq: marks.next_seq + 1,
+        pending: (0..targets.len())
+            .map(|k| (k, name.clone(), note.clone()))
+            .collect(),
+    })
 }
 
 /// (index, entry hash) of a record.
@@ -779,7 +846,7 @@ struct Rebuilt {
 fn rebuild_tree(
     dir: &Path,
     n: u64,
-    last: Option<&Checkpoint>,
+    claims: &[(u64, Hash, PathBuf)],
     keep_from: u64,
     cut: Option<&TornTail>,
 ) -> Result<Rebuilt, AuditError> {
@@ -787,16 +854,14 @@ fn rebuild_tree(
     let mut base = Frontier::new();
     let mut tail = Vec::new();
     let check = |full: &Frontier| -> Result<(), AuditError> {
-        if let Some(c) = last
-            && c.size == full.size()
-            && c.root != full.root()
-        {
-            let path = dir.join(tlog::CKPT_DIR).join(tlog::ckpt_name(c.size));
-            return Err(corrupt(
-                &path,
-                0,
-                "the records do not match this signed checkpoint's root",
-            ));
+        for (size, root, path) in claims {
+            if *size == full.size() && *root != full.root() {
+                return Err(corrupt(
+                    path,
+                    0,
+                    "the records do not match the root this file signs",
+                ));
+            }
         }
         Ok(())
     };

@@ -31,7 +31,10 @@
 //! [`verify_store`] / [`verify_store_with`] check framing, CRCs, records, the chain, the tree
 //! against every local and published checkpoint (so dropping or rewriting the *last* records is
 //! caught as [`BreakKind::RemovedTail`] / [`BreakKind::CheckpointMismatch`]), and report records
-//! not yet covered by a checkpoint ([`VerifyReport::unattested`]). [`prove_inclusion`] and
+//! not yet covered by a checkpoint ([`VerifyReport::unattested`]). A clean shutdown leaves a
+//! signed close marker (`markers/`, see the `marker` module): records appended after it without
+//! an open marker are refused at open ([`AuditError::Forged`]) and by verify
+//! ([`BreakKind::Forged`]); a crash leaves none, and its unattested tail is kept. [`prove_inclusion`] and
 //! [`prove_consistency`] make JSON bundles that [`verify_inclusion_bundle`] and
 //! [`verify_consistency_bundle`] check offline with only the verifier key.
 //! `verify_store` on a store that is being written may see the in-flight batch as `Truncated`.
@@ -58,6 +61,7 @@ mod file_store;
 mod key_wrap;
 mod keyfile;
 mod keystore;
+mod marker;
 pub mod merkle;
 pub mod note;
 mod proofs;
@@ -102,6 +106,8 @@ pub use segment::MAX_BODY;
 pub use store::{Ack, AckSource, AuditStore};
 pub use verify::{VerifyOptions, VerifyReport, read_records, verify_store, verify_store_with};
 
+#[cfg(test)]
+mod forged_tests;
 #[cfg(test)]
 mod store_tests;
 #[cfg(test)]

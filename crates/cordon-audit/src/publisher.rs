@@ -55,6 +55,7 @@ impl CheckpointPublisher {
             local: None,
             signer,
             known: vec![None; targets.len()],
+            markers: None,
             targets,
             witness,
             stats: stats.clone(),

@@ -736,7 +736,7 @@ fn same_checkpoint(a: &[u8], b: &[u8]) -> bool {
 
 /// Create `path` with `bytes` durably unless it exists (temp file, fsync, hard link, dir fsync).
 /// Returns whether this call created it.
-fn create_no_replace(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+pub(crate) fn create_no_replace(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -825,6 +825,10 @@ pub fn verify_replica(primary_dir: &Path, replica_dir: &Path) -> Result<ReplicaR
     match verify_store_with(replica_dir, &VerifyOptions::default()) {
         Ok(_) => {}
         Err(e) if matches!(e.kind(), Some(BreakKind::RemovedTail { .. })) => {}
+        // The close marker is the primary's (published here): the primary's verification, with
+        // this replica as a publication target, decides whether records after it are forged, and
+        // the replica's records are compared with the primary's below.
+        Err(e) if matches!(e.kind(), Some(BreakKind::Forged { .. })) => {}
         Err(e) => return Err(ReplicaError::Replica(e)),
     }
     let claims = replica_claims(primary_dir, replica_dir, pkey.as_deref())?;

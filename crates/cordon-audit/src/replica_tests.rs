@@ -253,8 +253,20 @@ async fn forged_frame_makes_the_replica_longer_or_divergent() {
     let mut data = fs::read(&seg).unwrap();
     data.extend_from_slice(&forged);
     fs::write(&seg, &data).unwrap();
-    // The forged record chains correctly: the replica alone verifies (unattested tail) ...
-    assert_eq!(verify_store(&replica).unwrap().unattested, 1);
+    // The forged record chains correctly, but the replica holds the primary's published close
+    // marker: alone it is named forged ...
+    let e = verify_store(&replica).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            Some(BreakKind::Forged {
+                closed_at: 30,
+                found: 31,
+                ..
+            })
+        ),
+        "{e}"
+    );
     // ... but it is not the primary's.
     let e = verify_replica(&primary, &replica).unwrap_err();
     assert!(matches!(e, ReplicaError::Longer { .. }), "{e}");

@@ -15,6 +15,19 @@ pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Remove the close markers: as after a crash, which writes none (or after a writer that failed).
+pub(crate) fn forget_close_markers(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir.join(crate::marker::MARKER_DIR)) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "closed") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+}
+
 pub(crate) async fn append_n(store: &FileStore, n: u64) -> Vec<u64> {
     let mut out = Vec::new();
     for k in 0..n {
@@ -256,6 +269,14 @@ async fn a_failed_batch_that_could_not_be_cut_is_cut_at_the_next_open() {
         .join(crate::tlog::CKPT_DIR)
         .join(format!("{:020}.ckpt", 4));
     std::fs::remove_file(&ckpt).unwrap();
+    // Nor the close marker: a failed writer writes none. (The first session's stays: the second
+    // one's open marker follows it.)
+    std::fs::remove_file(
+        dir.path()
+            .join(crate::marker::MARKER_DIR)
+            .join("00000000000000000003.closed"),
+    )
+    .unwrap();
     let failed_len = std::fs::metadata(&seg).unwrap().len();
     let entry = |observed| crate::writer::Uncut {
         segment: std::fs::canonicalize(&seg).unwrap(),

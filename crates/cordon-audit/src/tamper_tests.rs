@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::record::tests::sample_decision;
 use crate::segment::{Frames, HEADER};
-use crate::store_tests::{append_n, segments};
+use crate::store_tests::{append_n, forget_close_markers, segments};
 use crate::{
     AuditError, AuditStore, BreakKind, FileStore, Keystore, Payload, Pseudonymizer, Record, StoreOptions,
     read_records, verify_store,
@@ -43,13 +43,15 @@ fn kind_at(dir: &Path) -> (BreakKind, u64) {
 }
 
 /// Simulate a crash before the checkpoint of the last records was cut: remove the checkpoints
-/// above `size` (a torn write can only hit records no checkpoint attests yet).
+/// above `size` (a torn write can only hit records no checkpoint attests yet) and the close
+/// marker (a crash writes none).
 fn forget_checkpoints_above(dir: &Path, size: u64) {
     for (s, p) in crate::tlog::list_checkpoints(dir).unwrap() {
         if s > size {
             fs::remove_file(p).unwrap();
         }
     }
+    forget_close_markers(dir);
 }
 
 fn reopen(dir: &Path) -> Result<FileStore, AuditError> {
@@ -205,6 +207,15 @@ async fn torn_last_frame_with_bad_crc_or_zeros_is_cut_on_open() {
     data.extend_from_slice(&[0u8; 300]);
     fs::write(&seg, &data).unwrap();
     assert!(matches!(kind_at(dir.path()).0, BreakKind::BadFraming { len: 0 }));
+    // After a clean shutdown no crash can have left them: open refuses, cuts nothing.
+    let err = reopen(dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("damage after a clean shutdown at 5 records"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&seg).unwrap(), data);
+    forget_close_markers(dir.path());
     let store = reopen(dir.path()).unwrap();
     assert_eq!(append_n(&store, 1).await, vec![5]);
     drop(store);

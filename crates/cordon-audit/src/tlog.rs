@@ -30,6 +30,7 @@ use std::time::Duration;
 use crate::checkpoint::Checkpoint;
 use crate::error::AuditError;
 use crate::keyfile::{create_private_file, sync_dir};
+use crate::marker::{Marker, MarkerKind};
 use crate::merkle::{self, Frontier, Hash};
 use crate::note::{NoteSigner, NoteVerifier, is_key_name_valid};
 
@@ -227,6 +228,20 @@ pub(crate) enum CkptMsg {
     Job(CkptJob),
     /// Answer once everything sent before has been handled.
     Flush(mpsc::Sender<()>),
+    /// Clean shutdown: every record is durable and the tree is at `size` with `root`; write the
+    /// close marker (after the final checkpoint, sent before this).
+    Close {
+        size: u64,
+        root: Hash,
+    },
+}
+
+/// The close and open markers of a log that keeps them ([`crate::marker`]).
+pub(crate) struct MarkerCtl {
+    /// The sequence number the close marker takes at shutdown.
+    pub close_seq: u64,
+    /// Markers (target index, file name, note) not yet published, retried with every checkpoint.
+    pub pending: Vec<(usize, String, String)>,
 }
 
 /// Why a publication target refused a checkpoint.
@@ -257,21 +272,27 @@ pub(crate) struct Checkpointer {
     pub tail: Vec<Hash>,
     /// The size of each target's latest, when known.
     pub known: Vec<Option<u64>>,
+    /// Close and open markers (`None`: a log without them, e.g. a PostgreSQL chain).
+    pub markers: Option<MarkerCtl>,
 }
 
 impl Checkpointer {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<CkptMsg>) {
+        // An open marker written at open is published first.
+        self.publish_markers();
         while let Ok(first) = rx.recv() {
             // Coalesce a backlog: only the newest checkpoint needs writing (all their leaves are
             // kept, for the proofs).
             let mut newest = None;
             let mut flushes = Vec::new();
+            let mut close = None;
             let mut take = |msg: CkptMsg, tail: &mut Vec<Hash>| match msg {
                 CkptMsg::Job(mut job) => {
                     tail.append(&mut job.leaves);
                     newest = Some(job);
                 }
                 CkptMsg::Flush(done) => flushes.push(done),
+                CkptMsg::Close { size, root } => close = Some((size, root)),
             };
             take(first, &mut self.tail);
             while let Ok(next) = rx.try_recv() {
@@ -279,6 +300,9 @@ impl Checkpointer {
             }
             if let Some(job) = newest {
                 self.handle(job.size, job.root, job.note);
+            }
+            if let Some((size, root)) = close {
+                self.close(size, root);
             }
             for done in flushes {
                 let _ = done.send(());
@@ -350,7 +374,70 @@ impl Checkpointer {
                 }
             }
         }
+        self.publish_markers();
         self.trim(size);
+    }
+
+    /// Clean shutdown: sign the close marker for the whole log, keep it next to the checkpoints
+    /// and publish it to every target (a target the gateway cannot rewrite keeps it even if the
+    /// local copy is deleted).
+    fn close(&mut self, size: u64, root: Hash) {
+        let Some(ctl) = &mut self.markers else {
+            return;
+        };
+        let marker = Marker {
+            kind: MarkerKind::Closed,
+            seq: ctl.close_seq,
+            size,
+            root,
+        };
+        let note = match marker.sign(&self.signer) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(store = %self.name, error = %e, "audit store: signing the close marker failed");
+                return;
+            }
+        };
+        let name = marker.file_name();
+        if let Some(dir) = &self.local {
+            match crate::marker::write_marker(dir, &name, &note) {
+                Ok(()) => tracing::debug!(store = %self.name, size, "audit store: closed cleanly"),
+                Err(e) => tracing::error!(store = %self.name, size, error = %e,
+                    "audit store: writing the close marker failed (the next open takes the shutdown for a crash)"),
+            }
+        }
+        for k in 0..self.targets.len() {
+            ctl.pending.push((k, name.clone(), note.clone()));
+        }
+        self.publish_markers();
+    }
+
+    /// Publish the pending markers; an I/O failure is retried with the next checkpoint.
+    fn publish_markers(&mut self) {
+        let Some(ctl) = &mut self.markers else {
+            return;
+        };
+        let (name, targets, stats) = (&self.name, &self.targets, &self.stats);
+        ctl.pending.retain(|(k, file, note)| {
+            let Some(target) = targets.get(*k) else {
+                return false;
+            };
+            match crate::marker::write_marker(target, file, note) {
+                Ok(()) => false,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    tracing::error!(store = %name, target = %target.display(), marker = %file, error = %e,
+                        "audit store: marker publication rejected");
+                    stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(store = %name, target = %target.display(), marker = %file, error = %e,
+                        "audit store: marker publication failed (retried with the next checkpoint)");
+                    stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            }
+        });
     }
 
     /// Drop the leaf hashes no target can still need.

@@ -147,12 +147,13 @@ async fn dropped_tail_is_reported_as_removed_tail_naming_sizes() {
         .unwrap()
         .set_len(cut as u64)
         .unwrap();
-    // The attacker also removes the local checkpoints that would betray the cut.
+    // The attacker also removes the local checkpoints and close marker that would betray the cut.
     for (size, p) in tlog::list_checkpoints(&dir).unwrap() {
         if size > 2990 {
             fs::remove_file(p).unwrap();
         }
     }
+    crate::store_tests::forget_close_markers(&dir);
     // The chain alone sees a valid, shorter log.
     assert_eq!(verify_store(&dir).unwrap().records, 2990);
     let e = verify_store_with(&dir, &external(&replica)).unwrap_err();
@@ -207,7 +208,7 @@ async fn replaced_checkpoint_is_a_mismatch_or_a_bad_signature() {
 }
 
 #[tokio::test]
-async fn forged_record_is_unattested_and_a_foreign_checkpoint_is_refused() {
+async fn forged_record_after_a_clean_close_is_named_and_a_foreign_checkpoint_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
     let store = FileStore::open(&dir, opts(1024, vec![])).unwrap();
@@ -225,12 +226,30 @@ async fn forged_record_is_unattested_and_a_foreign_checkpoint_is_refused() {
     let mut data = fs::read(&seg).unwrap();
     data.extend_from_slice(&buf);
     fs::write(&seg, data).unwrap();
-    let r = verify_store(&dir).unwrap();
-    assert_eq!(
-        (r.records, r.unattested),
-        (13, 1),
-        "reported as the unattested tail"
+    // The store was closed cleanly at 12 (its signed close marker says so) and never reopened by
+    // its writer: record 12 is forged, not an unattested tail.
+    let e = verify_store(&dir).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            Some(BreakKind::Forged {
+                closed_at: 12,
+                found: 13,
+                ..
+            })
+        ),
+        "{e}"
     );
+    assert_eq!(e.index(), Some(12));
+    assert!(e.to_string().contains("forged"), "{e}");
+    // Opening refuses too, naming the store and the index; nothing is cut or signed.
+    let before = fs::read(&seg).unwrap();
+    match FileStore::open(&dir, opts(1024, vec![])) {
+        Err(crate::AuditError::Forged { index: 12, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), before);
+    assert_eq!(local_sizes(&dir), vec![12]);
     // A checkpoint over it signed with a different key is refused.
     let origin =
         Checkpoint::parse_unverified(&fs::read(dir.join(CKPT_DIR).join(tlog::ckpt_name(12))).unwrap())

@@ -8,7 +8,9 @@
 //! see: records dropped from the end ([`BreakKind::RemovedTail`]) or rewritten at the end
 //! ([`BreakKind::CheckpointMismatch`]). Records after the newest checkpoint are reported as the
 //! unattested tail ([`VerifyReport::unattested`]): normal for a live store (checkpoints follow
-//! within `checkpoint_interval`), suspicious for a closed one (it writes a final checkpoint).
+//! within `checkpoint_interval`) or after a crash. A store closed cleanly says so with a signed
+//! close marker ([`crate::marker`]): records beyond it with no open marker after it were written
+//! while the store was closed, and fail as [`BreakKind::Forged`].
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +20,7 @@ use std::sync::{Mutex, mpsc};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{BreakKind, VerifyError, describe_json_error};
+use crate::marker;
 use crate::merkle::{Frontier, Hash, Subtrees};
 use crate::note::NoteVerifier;
 use crate::record::{CallerRecord, Evidence, Latency, Outcome, Payload, Record};
@@ -62,8 +65,15 @@ struct Claim {
 
 /// Verify the whole store in `dir` and every checkpoint, local and external.
 pub fn verify_store_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
-    let claims = load_claims(dir, &opts.external)?;
+    let mut claims = load_claims(dir, &opts.external)?;
     let checkpoints = claims.values().map(|v| v.len() as u64).sum();
+    // Close and open markers sign a size and root too: the tree must match them.
+    for f in load_markers(dir, &opts.external)? {
+        claims.entry(f.marker.size).or_default().push(Claim {
+            file: f.path,
+            root: f.marker.root,
+        });
+    }
     let mut report = VerifyReport {
         records: 0,
         decisions: 0,
@@ -140,10 +150,89 @@ pub fn verify_store_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyR
             },
         ));
     }
+    // Read again after the walk: a writer that opened meanwhile wrote its open marker before the
+    // records the walk may have seen, so they are never taken for forged.
+    if let Some(f) = marker::forged_after(&load_markers(dir, &opts.external)?, report.records) {
+        let closed_at = f.marker.size;
+        let (segment, offset) = locate(dir, closed_at);
+        return Err(VerifyError::Broken {
+            store: dir.to_path_buf(),
+            segment,
+            offset,
+            index: closed_at,
+            kind: BreakKind::Forged {
+                closed_at,
+                found: report.records,
+                marker: f.path.display().to_string(),
+            },
+        });
+    }
     report.head_hash = hex::encode(head);
     report.tree_root = hex::encode(tree.root());
     report.unattested = report.records - claims.last_key_value().map_or(0, |(s, _)| *s);
     Ok(report)
+}
+
+/// Every close and open marker of the store and of the external targets ([`crate::marker`]),
+/// verified against the store's `checkpoint.vkey`, by sequence number. A marker that does not
+/// verify is reported ([`BreakKind::BadMarker`]), never trusted.
+fn load_markers(dir: &Path, external: &[PathBuf]) -> Result<Vec<marker::Found>, VerifyError> {
+    let places: Vec<&Path> = std::iter::once(dir)
+        .chain(external.iter().map(PathBuf::as_path))
+        .collect();
+    if !places.iter().any(|p| p.join(marker::MARKER_DIR).exists()) {
+        return Ok(Vec::new());
+    }
+    let conv = |e: marker::MarkerError| match e {
+        marker::MarkerError::Io { path, source } => VerifyError::Io {
+            store: dir.to_path_buf(),
+            path,
+            source,
+        },
+        marker::MarkerError::Bad { path, detail } => VerifyError::Broken {
+            store: dir.to_path_buf(),
+            segment: path.display().to_string(),
+            offset: 0,
+            index: 0,
+            kind: BreakKind::BadMarker { detail },
+        },
+    };
+    let vkey_path = dir.join(tlog::VKEY_FILE);
+    let vkey = fs::read_to_string(&vkey_path).map_err(|source| VerifyError::Io {
+        store: dir.to_path_buf(),
+        path: vkey_path.clone(),
+        source,
+    })?;
+    let verifier = NoteVerifier::parse(vkey.trim_end()).map_err(|e| {
+        conv(marker::MarkerError::Bad {
+            path: vkey_path.clone(),
+            detail: e.to_string(),
+        })
+    })?;
+    let mut found = Vec::new();
+    for p in places {
+        found.push(marker::read_place(p, &verifier).map_err(conv)?);
+    }
+    marker::merge(found).map_err(conv)
+}
+
+/// The segment file name and byte offset of record `index` (for a report; best effort).
+fn locate(dir: &Path, index: u64) -> (String, u64) {
+    let segs = segment::list_segments(dir).unwrap_or_default();
+    let Some((start, path)) = segs.iter().rev().find(|(s, _)| *s <= index) else {
+        return (String::new(), 0);
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let data = fs::read(path).unwrap_or_default();
+    let skip = usize::try_from(index - start).unwrap_or(usize::MAX);
+    let offset = segment::Frames::new(&data)
+        .nth(skip)
+        .and_then(Result::ok)
+        .map_or(0, |f| f.offset as u64);
+    (name, offset)
 }
 
 /// Every signed checkpoint of the store and of the external targets, by size; each verified

@@ -202,6 +202,12 @@ impl Writer {
             return;
         }
         self.checkpoint();
+        // Every record is durable and attested: the checkpointer writes the close marker after
+        // the final checkpoint (a writer that failed above leaves none: its restart is a crash's).
+        let _ = self.ckpt.tx.send(CkptMsg::Close {
+            size: self.tree.size(),
+            root: self.tree.root(),
+        });
     }
 
     /// Take one job into the batch; true when it is an append somebody waits for.

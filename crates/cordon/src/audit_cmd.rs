@@ -526,8 +526,22 @@ fn verify_dir(
             rep.lag_records
         ));
     }
+    // Records after the newest signed checkpoint carry no signature: normal while the store is
+    // being written or after a crash, but nothing proves they are not forged.
+    let warning = if report.unattested > 0 {
+        format!(
+            "\n{:<18} warning: records {}..{} are not covered by a signed checkpoint: they cannot be \
+             proven unforged (normal only while the store is written, or after a crash; a restart \
+             of the gateway signs them)",
+            "",
+            report.records - report.unattested,
+            report.records
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{} ok: {} records ({} decisions, {} completions), {} checkpoints{}, {} unattested, root {}{replica_note}",
+        "{} ok: {} records ({} decisions, {} completions), {} checkpoints{}, {} unattested, root {}{replica_note}{warning}",
         path.display(),
         report.records,
         report.decisions,

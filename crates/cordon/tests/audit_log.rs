@@ -552,3 +552,106 @@ async fn a_removed_store_fails_verification() {
     ]);
     assert_eq!(code, 1, "{out}");
 }
+
+/// Stop the gateway as an operator does (SIGTERM) and wait for it to exit.
+fn stop_gracefully(mut gw: Gateway) {
+    let pid = gw.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gw.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the gateway did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_forged_after_a_clean_shutdown_is_refused_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let de = token(&data, "alice", "DE");
+    let gw = Gateway::start(&data, &[], &[]);
+    for i in 0..2 {
+        let (status, _, body) = post(
+            &gw.url,
+            "/v1/chat/completions",
+            Some(&de),
+            chat("chat-small", &format!("m{i}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    stop_gracefully(gw);
+    let eu = data.join("audit/EU");
+    let closed = std::fs::read_dir(eu.join("markers"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "closed")
+        })
+        .count();
+    assert_eq!(closed, 1, "a clean shutdown leaves a close marker");
+    let dir = data.to_str().unwrap();
+    let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("warning"), "every record is attested: {out}");
+
+    // Without the key: one more frame with a correct checksum and chain link.
+    let report = cordon_audit::verify_store(&eu).unwrap();
+    let mut head = [0u8; 32];
+    for (k, b) in head.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&report.head_hash[2 * k..2 * k + 2], 16).unwrap();
+    }
+    let rec = serde_json::to_vec(&cordon_audit::testing::sample_completion()).unwrap();
+    let mut body = Vec::new();
+    cordon_audit::body::append_body(&mut body, report.records, &head, &rec);
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    frame.extend_from_slice(&body);
+    let segment = std::fs::read_dir(&eu)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes.extend_from_slice(&frame);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("forged") && out.contains(&format!("record {}", report.records)),
+        "{out}"
+    );
+    // The next start does not adopt (and sign) it: the jurisdiction is unavailable, others serve.
+    let gw = Gateway::start(&data, &[], &[]);
+    let (status, _, body) = post(
+        &gw.url,
+        "/v1/chat/completions",
+        Some(&de),
+        chat("chat-small", "after"),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    let us = token(&data, "bob", "US");
+    let (status, _, body) = post(
+        &gw.url,
+        "/v1/chat/completions",
+        Some(&us),
+        chat("chat-small", "us"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    drop(gw);
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing cut");
+    let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
+    assert_eq!(code, 1, "{out}");
+}
