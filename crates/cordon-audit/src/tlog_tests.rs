@@ -298,11 +298,14 @@ async fn publishing_a_fork_is_rejected_and_latest_is_unchanged() {
         b.append(&sample_decision(1000 + k)).unwrap().await.unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while b.checkpoint_stats().rejected < 2 && std::time::Instant::now() < deadline {
+    // B cuts checkpoints at 5, 10 and 15; the checkpoint thread publishes only the newest of
+    // those queued together, so how many publications are attempted (and rejected) depends on
+    // timing: at least one, and none may succeed.
+    while b.checkpoint_stats().rejected < 1 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let stats = b.checkpoint_stats();
-    assert!(stats.rejected >= 2, "{stats:?}");
+    assert!(stats.rejected >= 1, "{stats:?}");
     assert_eq!(stats.published, 0);
     drop(b);
     assert_eq!(

@@ -602,6 +602,24 @@ async fn a_record_forged_after_a_clean_shutdown_is_refused_and_named() {
     let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("warning"), "every record is attested: {out}");
+    // Ordinary restarts (each cleanly closed, one with no request at all) are never taken for
+    // forgery.
+    for requests in [1, 0] {
+        let gw = Gateway::start(&data, &[], &[]);
+        for i in 0..requests {
+            let (status, _, body) = post(
+                &gw.url,
+                "/v1/chat/completions",
+                Some(&de),
+                chat("chat-small", &format!("again {i}")),
+            )
+            .await;
+            assert_eq!(status, 200, "after a clean restart: {body}");
+        }
+        stop_gracefully(gw);
+        let (code, out) = cli(&["audit", "verify", "--data-dir", dir]);
+        assert_eq!(code, 0, "{out}");
+    }
 
     // Without the key: one more frame with a correct checksum and chain link.
     let report = cordon_audit::verify_store(&eu).unwrap();
