@@ -105,8 +105,14 @@ pub enum BreakKind {
          (that record, or this link, was modified)"
     )]
     Modified,
-    #[error("chain break: expected record {expected}, found record {found} (records removed or reordered)")]
-    RemovedOrReordered { expected: u64, found: u64 },
+    /// Record `expected` is missing: the next one found is `found`, and `expected` does not appear
+    /// later in the segment.
+    #[error("chain break: record {expected} was removed (found record {found} in its place)")]
+    Removed { expected: u64, found: u64 },
+    /// The records are out of order: `found` stands where `expected` should, and `expected` is
+    /// earlier or later in the segment.
+    #[error("chain break: records reordered (expected record {expected}, found record {found})")]
+    Reordered { expected: u64, found: u64 },
     #[error("segment file is named for record {named} but its first record is {found}")]
     MisnamedSegment { named: u64, found: u64 },
     #[error(

@@ -1075,13 +1075,8 @@ impl Walker {
             ));
         };
         if index != self.index {
-            return Err(self.broken(
-                at,
-                BreakKind::RemovedOrReordered {
-                    expected: self.index,
-                    found: index,
-                },
-            ));
+            let kind = crate::verify::order_break(&self.data, end, self.index, index);
+            return Err(self.broken(at, kind));
         }
         if self.first_in_seg && index != self.seg_start {
             return Err(self.broken(

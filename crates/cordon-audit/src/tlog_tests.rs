@@ -457,7 +457,7 @@ async fn parallel_verification_reports_the_first_damage() {
     let e = verify_store(&dir).unwrap_err();
     assert_eq!(
         e.kind(),
-        Some(&BreakKind::RemovedOrReordered {
+        Some(&BreakKind::Reordered {
             expected: 2000,
             found: 2001
         })

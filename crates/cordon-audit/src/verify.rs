@@ -677,14 +677,8 @@ fn walk<T: Send>(
                         ));
                     };
                     if index != expected {
-                        return Err(broken(
-                            item.offset,
-                            expected,
-                            BreakKind::RemovedOrReordered {
-                                expected,
-                                found: index,
-                            },
-                        ));
+                        let kind = order_break(data, item.end, expected, index);
+                        return Err(broken(item.offset, expected, kind));
                     }
                     if first && start != index {
                         return Err(broken(
@@ -742,6 +736,24 @@ fn walk<T: Send>(
         std::mem::swap(&mut data, &mut next);
     }
     Ok(head)
+}
+
+/// The kind of a chain break where record `found` stands in the place of `expected`: reordered
+/// if `found` comes from earlier (`found < expected`) or `expected` still appears later in the
+/// segment (`data`, looked through from byte `after` up to the first damaged frame); else removed.
+/// Records moved to another segment count as removed from this one.
+pub(crate) fn order_break(data: &[u8], after: usize, expected: u64, found: u64) -> BreakKind {
+    let later = || {
+        segment::Frames::new(data.get(after..).unwrap_or_default())
+            .map_while(Result::ok)
+            .filter_map(|f| segment::parse_envelope(f.body))
+            .any(|e| e.index == expected)
+    };
+    if found < expected || later() {
+        BreakKind::Reordered { expected, found }
+    } else {
+        BreakKind::Removed { expected, found }
+    }
 }
 
 #[cfg(test)]
