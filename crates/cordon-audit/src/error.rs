@@ -45,6 +45,12 @@ pub enum AuditError {
         index: u64,
         marker: PathBuf,
     },
+    #[error("audit store {path}: refusing to open: bad close/open marker {marker}: {detail}")]
+    BadMarker {
+        path: PathBuf,
+        marker: PathBuf,
+        detail: String,
+    },
     #[error("audit store {path} is already open in this process")]
     AlreadyOpen { path: PathBuf },
     #[error("audit store {path} is in use by another process (it holds {path}/LOCK); one writer per store")]

@@ -352,7 +352,8 @@ impl FileStore {
         if let Some(cut) = &rec.cut {
             cut.apply(rec.next_index)?;
         }
-        let markers = open_marker(dir, &signer, &opts.publish_to, &marks)?;
+        let own = (rec.next_index, tree.full.root());
+        let markers = open_marker(dir, &signer, &opts.publish_to, &marks, own)?;
         if marks.closed.is_none() && rec.next_index > attested {
             // A crash (no close marker): the tail is kept, and the operator told which records
             // are adopted without a signature from before the restart. Never their contents.
@@ -585,24 +586,31 @@ fn corrupt(path: &Path, offset: usize, detail: impl Into<String>) -> AuditError 
 
 /// After a clean shutdown (the newest marker is a close marker): write the open marker, durably,
 /// before the writer starts, and leave its publication to the checkpointer (retried with every
-/// checkpoint). Returns the markers' state for the checkpointer.
+/// checkpoint). `own`: the store's size and root now (the open marker's claim when the newest
+/// close marker is a published one attesting more than the store holds). Returns the markers'
+/// state for the checkpointer.
 fn open_marker(
     dir: &Path,
     signer: &crate::note::NoteSigner,
     targets: &[PathBuf],
     marks: &marker::AtOpen,
+    own: (u64, Hash),
 ) -> Result<MarkerCtl, AuditError> {
-    let Some(closed) = &marks.closed else {
-        return Ok(MarkerCtl {
-            close_seq: marks.next_seq,
-            pending: Vec::new(),
-        });
+    let (size, root) = match &marks.closed {
+        Some(closed) => (closed.marker.size, closed.marker.root),
+        None if marks.reopen => own,
+        None => {
+            return Ok(MarkerCtl {
+                close_seq: marks.next_seq,
+                pending: Vec::new(),
+            });
+        }
     };
     let m = Marker {
         kind: MarkerKind::Opened,
         seq: marks.next_seq,
-        size: closed.marker.size,
-        root: closed.marker.root,
+        size,
+        root,
     };
     let note = m.sign(signer).map_err(|e| AuditError::Key {
         path: dir.join(tlog::VKEY_FILE),

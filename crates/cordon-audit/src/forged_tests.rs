@@ -276,9 +276,10 @@ async fn a_marker_signed_by_another_key_is_reported_not_trusted() {
     assert!(e.to_string().contains("00000000000000000002.opened"), "{e}");
     let err = FileStore::open(&dir, opts(vec![])).unwrap_err();
     assert!(
-        matches!(&err, AuditError::Corrupt { detail, .. } if detail.contains("bad close/open marker")),
+        matches!(&err, AuditError::BadMarker { detail, .. } if detail.contains("not a marker signed by this store's key")),
         "{err}"
     );
+    assert!(err.to_string().contains("bad close/open marker"), "{err}");
     // Removed again, the forgery is named as before.
     fs::remove_file(dir.join(MARKER_DIR).join(fake.file_name())).unwrap();
     assert_forged_at(&verify_store(&dir).unwrap_err(), 3);
@@ -312,4 +313,105 @@ async fn a_close_marker_is_checked_against_the_records() {
         "{e}"
     );
     assert!(FileStore::open(&dir, opts(vec![])).is_err());
+}
+
+// ----- Forks and strangers in the publication target (a reviewer's scenarios) -----
+
+/// Two stores with one key, origin and publication target: the second forks the first's log.
+fn forking(tmp: &Path) -> impl Fn() -> StoreOptions + '_ {
+    move || StoreOptions {
+        checkpoint_every: 5,
+        checkpoint_key: Some(tmp.join("ck.key")),
+        origin: Some("cordon/test/EU".into()),
+        publish_to: vec![tmp.join("witness")],
+        ..StoreOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_forks_close_marker_never_condemns_the_real_logs_crash_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = forking(tmp.path());
+    let target = tmp.path().join("witness");
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = FileStore::open(&a_dir, o()).unwrap();
+    append_n(&a, 10).await;
+    drop(a);
+    // The fork writes more records and closes: its close marker (15) reaches the target.
+    let b = FileStore::open(&b_dir, o()).unwrap();
+    append_n(&b, 15).await;
+    drop(b);
+    let newest = |place: &Path| marker_names(place).pop().unwrap();
+    assert!(
+        newest(&target).ends_with(".closed"),
+        "{:?}",
+        marker_names(&target)
+    );
+    // A reopens (an open marker at its own size), appends, and crashes (no close marker).
+    let a = FileStore::open(&a_dir, o()).unwrap();
+    append_n(&a, 6).await;
+    drop(a);
+    let own_close = newest(&a_dir);
+    assert!(own_close.ends_with(".closed"));
+    for place in [&a_dir, &target] {
+        let _ = fs::remove_file(place.join(MARKER_DIR).join(&own_close));
+    }
+    let a = FileStore::open(&a_dir, o()).expect("the real log's crash tail is not forged");
+    drop(a);
+}
+
+#[tokio::test]
+async fn a_forks_marker_with_the_logs_sequence_number_is_ignored_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = forking(tmp.path());
+    let target = tmp.path().join("witness");
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a = FileStore::open(&a_dir, o()).unwrap();
+    append_n(&a, 10).await;
+    drop(a);
+    let b = FileStore::open(&b_dir, o()).unwrap(); // takes marker number 2 for its close
+    let a = FileStore::open(&a_dir, o()).unwrap(); // writes 2.opened
+    append_n(&b, 3).await;
+    drop(b); // its 2.closed is not published beside A's 2.opened
+    append_n(&a, 2).await;
+    drop(a);
+    // At most one marker per sequence number reaches the target.
+    let names = marker_names(&target);
+    let mut seqs: Vec<&str> = names.iter().map(|n| n.split('.').next().unwrap()).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), names.len(), "{names:?}");
+    let a = FileStore::open(&a_dir, o()).expect("the real log still opens");
+    drop(a);
+    let r = verify_store_with(
+        &a_dir,
+        &VerifyOptions {
+            external: vec![target.clone()],
+            progress: None,
+        },
+    );
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_strangers_marker_in_the_target_does_not_take_a_clean_store_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (target, dir) = (tmp.path().join("replica"), tmp.path().join("EU"));
+    let o = || StoreOptions {
+        publish_to: vec![target.clone()],
+        ..StoreOptions::default()
+    };
+    let s = FileStore::open(&dir, o()).unwrap();
+    append_n(&s, 3).await;
+    drop(s);
+    let other = NoteSigner::from_seed("cordon/other/UK", &[9; 32]).unwrap();
+    let m = crate::marker::Marker {
+        kind: crate::marker::MarkerKind::Closed,
+        seq: 7,
+        size: 0,
+        root: [0; 32],
+    };
+    crate::marker::write_marker(&target, &m.file_name(), &m.sign(&other).unwrap()).unwrap();
+    let s = FileStore::open(&dir, o()).expect("a cleanly closed store opens");
+    append_n(&s, 1).await;
+    drop(s);
 }

@@ -192,28 +192,37 @@ pub(crate) fn read_place(place: &Path, verifier: &NoteVerifier) -> Result<Vec<Fo
 }
 
 /// Every marker of several places, merged by sequence number (the same marker in two places
-/// counts once). Two different markers with one sequence number are an error: the store never
-/// signs two.
+/// counts once). The first place is the store's own: where a publication target holds a
+/// *different* marker with a sequence number the store's own markers (or an earlier target)
+/// already have, it is a fork's (a second instance with the same key, or a store restored from
+/// an older copy): it is logged and left out, as the target's compare-and-swap refuses a fork's
+/// checkpoints. Two different markers with one number in the store itself are an error: the
+/// store never signs two.
 pub(crate) fn merge(places: Vec<Vec<Found>>) -> Result<Vec<Found>, MarkerError> {
-    let mut all: Vec<Found> = places.into_iter().flatten().collect();
-    all.sort_by_key(|f| f.marker.seq);
-    let mut out: Vec<Found> = Vec::with_capacity(all.len());
-    for f in all {
-        match out.last() {
-            Some(last) if last.marker.seq == f.marker.seq => {
-                if last.marker != f.marker {
+    let mut out: Vec<Found> = Vec::new();
+    for (k, place) in places.into_iter().enumerate() {
+        for f in place {
+            match out.iter().find(|o| o.marker.seq == f.marker.seq) {
+                None => out.push(f),
+                Some(o) if o.marker == f.marker => {}
+                Some(o) if k == 0 => {
                     return Err(MarkerError::Bad {
                         path: f.path,
                         detail: format!(
                             "differs from {}, a marker with the same sequence number",
-                            last.path.display()
+                            o.path.display()
                         ),
                     });
                 }
+                Some(o) => tracing::error!(
+                    marker = %f.path.display(),
+                    kept = %o.path.display(),
+                    "audit store: a published marker differs from the store's own with the same sequence number (a forked log?); ignored"
+                ),
             }
-            _ => out.push(f),
         }
     }
+    out.sort_by_key(|f| f.marker.seq);
     Ok(out)
 }
 
@@ -238,6 +247,22 @@ pub(crate) fn write_marker(place: &Path, name: &str, note: &str) -> io::Result<(
         fs::create_dir_all(&dir)?;
         crate::keyfile::sync_dir(place)?;
     }
+    // One marker per sequence number in a place: a fork's marker never lands beside the log's
+    // own (which would leave readers two signed claims for one number).
+    let seq = name.split('.').next().unwrap_or(name);
+    for entry in fs::read_dir(&dir)? {
+        let other = entry?.file_name();
+        let other = other.to_string_lossy();
+        if other != name && other.split('.').next() == Some(seq) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} already holds marker {other} with this sequence number (not added)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     let path = dir.join(name);
     if crate::replica::create_no_replace(&path, note.as_bytes())? {
         return Ok(());
@@ -259,6 +284,11 @@ pub(crate) struct AtOpen {
     /// The newest marker is this close marker, at the store's size: the open must write an open
     /// marker before any append.
     pub closed: Option<Found>,
+    /// The newest marker is a published close marker attesting more records than the store
+    /// holds (a fork's, or the store was restored from an older copy): the open must still write
+    /// an open marker (at the store's own size), or a crash before the next clean shutdown would
+    /// make the store's own records look forged.
+    pub reopen: bool,
     /// The sequence number the next marker takes.
     pub next_seq: u64,
 }
@@ -282,10 +312,10 @@ pub(crate) fn at_open(
 ) -> Result<AtOpen, AuditError> {
     let refuse = |e: MarkerError| match e {
         MarkerError::Io { path, source } => AuditError::io(path, "read close/open markers")(source),
-        MarkerError::Bad { path, detail } => AuditError::Corrupt {
-            path,
-            offset: 0,
-            detail: format!("bad close/open marker: {detail}"),
+        MarkerError::Bad { path, detail } => AuditError::BadMarker {
+            path: dir.to_path_buf(),
+            marker: path,
+            detail,
         },
     };
     let mut places = vec![read_place(dir, verifier).map_err(refuse)?];
@@ -294,7 +324,13 @@ pub(crate) fn at_open(
         match read_place(t, verifier) {
             Ok(found) => places.push(found),
             Err(e @ MarkerError::Io { .. }) => unreadable = Some(e),
-            Err(e) => return Err(refuse(e)),
+            // Not this store's (another store's, or damaged) in a place others write too: it
+            // cannot be trusted, so it counts like an unreadable target (fail closed only when
+            // it could be hiding the close marker of records no checkpoint covers).
+            Err(e @ MarkerError::Bad { .. }) => {
+                tracing::error!(store = %dir.display(), error = %e, "audit store: a published marker is not this store's; ignored");
+                unreadable = Some(e);
+            }
         }
     }
     let markers = merge(places).map_err(refuse)?;
@@ -307,6 +343,7 @@ pub(crate) fn at_open(
         }
         return Ok(AtOpen {
             closed: None,
+            reopen: false,
             next_seq,
         });
     };
@@ -341,6 +378,7 @@ pub(crate) fn at_open(
             "audit store: a published close marker attests more records than the store holds");
         return Ok(AtOpen {
             closed: None,
+            reopen: true,
             next_seq,
         });
     }
@@ -356,6 +394,7 @@ pub(crate) fn at_open(
     }
     Ok(AtOpen {
         closed: Some(newest.clone()),
+        reopen: false,
         next_seq,
     })
 }

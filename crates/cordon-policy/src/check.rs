@@ -368,8 +368,6 @@ impl Policy {
         out
     }
 
-    /// Jurisdictions this gateway serves: those with an explicit audit store or an API key, and on a
-    /// development instance with an audit root, every jurisdiction some endpoint processes in.
     /// May an `audit.root` store hold `j`'s records? Root stores live on the gateway's own disk,
     /// so only if the gateway's region is a permitted storage place for `j` (always, on a
     /// development instance, which declares no region). When not, `j` has no root store: its
@@ -389,6 +387,8 @@ impl Policy {
         })
     }
 
+    /// Jurisdictions this gateway serves: those with an explicit audit store or an API key, and on a
+    /// development instance with an audit root, every jurisdiction some endpoint processes in.
     pub fn served_jurisdictions(&self) -> Vec<Jurisdiction> {
         let mut js: std::collections::BTreeSet<Jurisdiction> =
             self.file.audit.stores.keys().copied().collect();
