@@ -596,13 +596,16 @@ fn open_marker(
     marks: &marker::AtOpen,
     own: (u64, Hash),
 ) -> Result<MarkerCtl, AuditError> {
+    // Markers this store holds that a target lacks (a close marker whose publication failed at
+    // the last shutdown, which nothing retries after the process exits) are published again.
+    let mut pending = unpublished_markers(dir, targets);
     let (size, root) = match &marks.closed {
         Some(closed) => (closed.marker.size, closed.marker.root),
         None if marks.reopen => own,
         None => {
             return Ok(MarkerCtl {
                 close_seq: marks.next_seq,
-                pending: Vec::new(),
+                pending,
             });
         }
     };
@@ -621,12 +624,38 @@ fn open_marker(
         dir.join(marker::MARKER_DIR).join(&name),
         "write open marker",
     ))?;
+    pending.extend((0..targets.len()).map(|k| (k, name.clone(), note.clone())));
     Ok(MarkerCtl {
         close_seq: marks.next_seq + 1,
-        pending: (0..targets.len())
-            .map(|k| (k, name.clone(), note.clone()))
-            .collect(),
+        pending,
     })
+}
+
+/// (target index, file name, note) of every marker in `dir` (already checked by
+/// [`marker::at_open`]) that a target does not hold, oldest first.
+fn unpublished_markers(dir: &Path, targets: &[PathBuf]) -> Vec<(usize, String, String)> {
+    let Ok(rd) = fs::read_dir(dir.join(marker::MARKER_DIR)) else {
+        return Vec::new();
+    };
+    let mut own: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            (name.ends_with(".closed") || name.ends_with(".opened")).then(|| (name, e.path()))
+        })
+        .collect();
+    own.sort();
+    let mut out = Vec::new();
+    for (k, t) in targets.iter().enumerate() {
+        for (name, path) in &own {
+            if !t.join(marker::MARKER_DIR).join(name).exists()
+                && let Ok(note) = fs::read_to_string(path)
+            {
+                out.push((k, name.clone(), note));
+            }
+        }
+    }
+    out
 }
 
 /// (index, entry hash) of a record.

@@ -415,3 +415,31 @@ async fn a_strangers_marker_in_the_target_does_not_take_a_clean_store_offline() 
     append_n(&s, 1).await;
     drop(s);
 }
+
+#[tokio::test]
+async fn a_close_marker_whose_publication_failed_is_published_at_the_next_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (target, dir) = (tmp.path().join("replica"), tmp.path().join("EU"));
+    let s = FileStore::open(&dir, opts(vec![target.clone()])).unwrap();
+    append_n(&s, 3).await;
+    drop(s);
+    let close = marker_names(&dir).pop().unwrap();
+    assert!(close.ends_with(".closed"));
+    // The publication at shutdown did not happen (the target was down then).
+    fs::remove_file(target.join(MARKER_DIR).join(&close)).unwrap();
+    let s = FileStore::open(&dir, opts(vec![target.clone()])).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !target.join(MARKER_DIR).join(&close).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            marker_names(&target)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(s);
+    assert_eq!(
+        fs::read(target.join(MARKER_DIR).join(&close)).unwrap(),
+        fs::read(dir.join(MARKER_DIR).join(&close)).unwrap()
+    );
+}

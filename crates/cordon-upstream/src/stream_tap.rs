@@ -66,8 +66,15 @@ impl StreamTap {
         let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
-        let mentions = |word: &[u8]| data.windows(word.len()).any(|w| w == word);
-        if !(mentions(b"\"usage\"") || mentions(b"\"region\"")) {
+        let at = |word: &[u8]| data.windows(word.len()).position(|w| w == word);
+        // OpenAI-compatible streams asked for usage send `"usage":null` on every chunk but the
+        // last: only a usage that is not null (or a region) is worth parsing the event for.
+        let usage = at(b"\"usage\"").filter(|&i| {
+            let rest = data[i + 7..].trim_ascii_start();
+            let value = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
+            !value.starts_with(b"null")
+        });
+        if usage.is_none() && at(b"\"region\"").is_none() {
             return;
         }
         let Ok(event) = serde_json::from_slice::<Value>(data.trim_ascii_start()) else {
@@ -146,6 +153,15 @@ data: [DONE]\n\n";
             Some(json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}))
         );
         assert_eq!(evidence, Some(json!({"region": "eu-west-1"})));
+    }
+
+    #[test]
+    fn null_usage_chunks_are_not_parsed_and_do_not_clear_the_final_usage() {
+        let text = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\": null}\n\n\
+data: {\"choices\":[],\"usage\":{\"total_tokens\":4}}\n\n\
+data: {\"choices\":[],\"usage\":null}\n\n";
+        let (usage, _) = tap(Operation::Chat, text, 9);
+        assert_eq!(usage, Some(json!({"total_tokens": 4})));
     }
 
     #[test]
