@@ -31,7 +31,7 @@ pub async fn reload(
         Ok(mut rt) => {
             // Keep the identity provider's last good keys across the reload, and load new ones
             // before the swap, not on the first request.
-            let previous = state.runtime.load();
+            let previous = state.runtime.load_full();
             rt.verifier.inherit_keys(&previous.verifier);
             rt.verifier.prefetch().await;
             runtime::inherit_health(&rt, &previous);
