@@ -598,7 +598,7 @@ fn open_marker(
 ) -> Result<MarkerCtl, AuditError> {
     // Markers this store holds that a target lacks (a close marker whose publication failed at
     // the last shutdown, which nothing retries after the process exits) are published again.
-    let mut pending = unpublished_markers(dir, targets);
+    let mut pending = unpublished_markers(dir, &signer.verifier(), targets);
     let (size, root) = match &marks.closed {
         Some(closed) => (closed.marker.size, closed.marker.root),
         None if marks.reopen => own,
@@ -633,25 +633,20 @@ fn open_marker(
 
 /// (target index, file name, note) of every marker in `dir` (already checked by
 /// [`marker::at_open`]) that a target does not hold, oldest first.
-fn unpublished_markers(dir: &Path, targets: &[PathBuf]) -> Vec<(usize, String, String)> {
-    let Ok(rd) = fs::read_dir(dir.join(marker::MARKER_DIR)) else {
-        return Vec::new();
-    };
-    let mut own: Vec<(String, PathBuf)> = rd
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_string();
-            (name.ends_with(".closed") || name.ends_with(".opened")).then(|| (name, e.path()))
-        })
-        .collect();
-    own.sort();
+fn unpublished_markers(
+    dir: &Path,
+    verifier: &crate::note::NoteVerifier,
+    targets: &[PathBuf],
+) -> Vec<(usize, String, String)> {
+    let own = marker::read_place(dir, verifier).unwrap_or_default();
     let mut out = Vec::new();
     for (k, t) in targets.iter().enumerate() {
-        for (name, path) in &own {
-            if !t.join(marker::MARKER_DIR).join(name).exists()
-                && let Ok(note) = fs::read_to_string(path)
+        for f in &own {
+            let name = f.marker.file_name();
+            if !t.join(marker::MARKER_DIR).join(&name).exists()
+                && let Ok(note) = fs::read_to_string(&f.path)
             {
-                out.push((k, name.clone(), note));
+                out.push((k, name, note));
             }
         }
     }

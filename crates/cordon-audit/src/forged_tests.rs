@@ -20,6 +20,14 @@ fn opts(publish_to: Vec<PathBuf>) -> StoreOptions {
     }
 }
 
+/// Open the store at `dir`, append `n` records and close it cleanly (final checkpoint and close
+/// marker).
+async fn close_after(dir: &Path, options: StoreOptions, n: u64) {
+    let store = FileStore::open(dir, options).unwrap();
+    append_n(&store, n).await;
+    drop(store);
+}
+
 /// Append one frame with a correct CRC and chain link after the last record, as anyone with
 /// write access can (the link is just a hash); returns its index.
 fn append_forged(dir: &Path) -> u64 {
@@ -72,9 +80,7 @@ fn assert_forged_at(e: &crate::VerifyError, index: u64) {
 async fn a_record_appended_after_a_clean_close_is_refused_at_open_and_named_by_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
-    let store = FileStore::open(&dir, opts(vec![])).unwrap();
-    append_n(&store, 7).await;
-    drop(store);
+    close_after(&dir, opts(vec![]), 7).await;
     assert_eq!(marker_names(&dir), vec!["00000000000000000001.closed"]);
     assert_eq!(append_forged(&dir), 7);
     let e = verify_store(&dir).unwrap_err();
@@ -109,9 +115,7 @@ async fn a_deleted_local_close_marker_is_caught_by_the_published_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
     let target = tmp.path().join("published");
-    let store = FileStore::open(&dir, opts(vec![target.clone()])).unwrap();
-    append_n(&store, 9).await;
-    drop(store);
+    close_after(&dir, opts(vec![target.clone()]), 9).await;
     assert_eq!(marker_names(&target), vec!["00000000000000000001.closed"]);
     append_forged(&dir);
     forget_close_markers(&dir);
@@ -136,9 +140,7 @@ async fn a_crash_tail_is_kept_and_signed_at_the_restart() {
         checkpoint_every: 3,
         ..opts(publish_to)
     };
-    let store = FileStore::open(&dir, every(vec![target.clone()])).unwrap();
-    append_n(&store, 10).await;
-    drop(store);
+    close_after(&dir, every(vec![target.clone()]), 10).await;
     // As after a crash before the checkpoint of the last records: no close marker, and the
     // newest checkpoint (local and published) below 10.
     let attested = simulate_crash(&dir, &target, 6);
@@ -182,9 +184,7 @@ async fn a_restart_that_crashes_before_its_first_checkpoint_is_not_forgery() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
     let target = tmp.path().join("published");
-    let store = FileStore::open(&dir, opts(vec![target.clone()])).unwrap();
-    append_n(&store, 5).await;
-    drop(store);
+    close_after(&dir, opts(vec![target.clone()]), 5).await;
     // A clean restart writes (and publishes) its open marker before any append.
     let store = FileStore::open(&dir, opts(vec![target.clone()])).unwrap();
     assert_eq!(
@@ -229,9 +229,7 @@ async fn clean_restarts_without_records_do_not_open_a_hole() {
     // close(1) at 4, open(2) at 4, close(3) at 4: the newest is a close marker again.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
-    let store = FileStore::open(&dir, opts(vec![])).unwrap();
-    append_n(&store, 4).await;
-    drop(store);
+    close_after(&dir, opts(vec![]), 4).await;
     drop(FileStore::open(&dir, opts(vec![])).unwrap());
     assert_eq!(
         marker_names(&dir),
@@ -253,9 +251,7 @@ async fn clean_restarts_without_records_do_not_open_a_hole() {
 async fn a_marker_signed_by_another_key_is_reported_not_trusted() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
-    let store = FileStore::open(&dir, opts(vec![])).unwrap();
-    append_n(&store, 3).await;
-    drop(store);
+    close_after(&dir, opts(vec![]), 3).await;
     // An attacker appends a record and, to cover it, an open marker of their own key.
     append_forged(&dir);
     let origin = crate::read_verifier_key(&dir).unwrap();
@@ -290,9 +286,7 @@ async fn a_close_marker_is_checked_against_the_records() {
     // The close marker signs the root too: a rewritten history under it is a mismatch.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
-    let store = FileStore::open(&dir, opts(vec![])).unwrap();
-    append_n(&store, 3).await;
-    drop(store);
+    close_after(&dir, opts(vec![]), 3).await;
     // Without the checkpoints, the marker alone still attests 3 records.
     for (_, p) in crate::tlog::list_checkpoints(&dir).unwrap() {
         fs::remove_file(p).unwrap();
@@ -334,13 +328,9 @@ async fn a_forks_close_marker_never_condemns_the_real_logs_crash_tail() {
     let o = forking(tmp.path());
     let target = tmp.path().join("witness");
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let a = FileStore::open(&a_dir, o()).unwrap();
-    append_n(&a, 10).await;
-    drop(a);
+    close_after(&a_dir, o(), 10).await;
     // The fork writes more records and closes: its close marker (15) reaches the target.
-    let b = FileStore::open(&b_dir, o()).unwrap();
-    append_n(&b, 15).await;
-    drop(b);
+    close_after(&b_dir, o(), 15).await;
     let newest = |place: &Path| marker_names(place).pop().unwrap();
     assert!(
         newest(&target).ends_with(".closed"),
@@ -348,9 +338,7 @@ async fn a_forks_close_marker_never_condemns_the_real_logs_crash_tail() {
         marker_names(&target)
     );
     // A reopens (an open marker at its own size), appends, and crashes (no close marker).
-    let a = FileStore::open(&a_dir, o()).unwrap();
-    append_n(&a, 6).await;
-    drop(a);
+    close_after(&a_dir, o(), 6).await;
     let own_close = newest(&a_dir);
     assert!(own_close.ends_with(".closed"));
     for place in [&a_dir, &target] {
@@ -366,9 +354,7 @@ async fn a_forks_marker_with_the_logs_sequence_number_is_ignored_not_fatal() {
     let o = forking(tmp.path());
     let target = tmp.path().join("witness");
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let a = FileStore::open(&a_dir, o()).unwrap();
-    append_n(&a, 10).await;
-    drop(a);
+    close_after(&a_dir, o(), 10).await;
     let b = FileStore::open(&b_dir, o()).unwrap(); // takes marker number 2 for its close
     let a = FileStore::open(&a_dir, o()).unwrap(); // writes 2.opened
     append_n(&b, 3).await;
@@ -400,9 +386,7 @@ async fn a_strangers_marker_in_the_target_does_not_take_a_clean_store_offline() 
         publish_to: vec![target.clone()],
         ..StoreOptions::default()
     };
-    let s = FileStore::open(&dir, o()).unwrap();
-    append_n(&s, 3).await;
-    drop(s);
+    close_after(&dir, o(), 3).await;
     let other = NoteSigner::from_seed("cordon/other/UK", &[9; 32]).unwrap();
     let m = crate::marker::Marker {
         kind: crate::marker::MarkerKind::Closed,
@@ -420,9 +404,7 @@ async fn a_strangers_marker_in_the_target_does_not_take_a_clean_store_offline() 
 async fn a_close_marker_whose_publication_failed_is_published_at_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
     let (target, dir) = (tmp.path().join("replica"), tmp.path().join("EU"));
-    let s = FileStore::open(&dir, opts(vec![target.clone()])).unwrap();
-    append_n(&s, 3).await;
-    drop(s);
+    close_after(&dir, opts(vec![target.clone()]), 3).await;
     let close = marker_names(&dir).pop().unwrap();
     assert!(close.ends_with(".closed"));
     // The publication at shutdown did not happen (the target was down then).
