@@ -216,6 +216,11 @@ if has verify; then
     AUDIT_DIR="${VDIR[$bin]}" timeout 900 "$bin" "$VERIFY_RECORDS" 0 >&2 || die "verify_speed (write) failed"
     log "store: $(du -sm "${VDIR[$bin]}" | cut -f1) MB"
   done
+  # Write the just-written stores back before timing: otherwise the kernel's writeback of ~400 MB
+  # of dirty pages runs during the first verifications and takes CPU from them (rep 1 measured
+  # 1.24 M records/s against 1.52-1.60 M for reps 2 and 3 in run audit-20261206T121330Z).
+  log "syncing the stores to disk (the page cache stays warm)"
+  sync
   log "page cache warm (just written); verifying $REPS x per binary, interleaved"
   for rep in $(seq 1 "$REPS"); do
     for bin in $BINS; do
