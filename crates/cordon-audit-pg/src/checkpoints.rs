@@ -91,6 +91,8 @@ pub(crate) struct Ckpt {
     last_at: Instant,
     /// The tree has been loaded once (the publisher started).
     started: bool,
+    /// The sequence number the chain's next close/open marker takes (`markers.rs`).
+    next_marker: u64,
 }
 
 /// SQL text, built once per store.
@@ -100,6 +102,7 @@ pub(crate) struct CkptSql {
     pub insert: String,
     pub register_key: String,
     pub read_key: String,
+    pub markers: crate::markers::MarkerSql,
 }
 
 impl CkptSql {
@@ -108,8 +111,9 @@ impl CkptSql {
             leaves: format!(
                 "SELECT idx, leaf_hash FROM \"{schema}\".records WHERE chain_id = $1 AND idx >= $2 ORDER BY idx"
             ),
+            // Signed rows only: an unsigned one is anybody's with the writer role (see verify.rs).
             last_checkpoint: format!(
-                "SELECT max(tree_size) FROM \"{schema}\".checkpoints WHERE chain_id = $1"
+                "SELECT max(tree_size) FROM \"{schema}\".checkpoints WHERE chain_id = $1 AND note IS NOT NULL"
             ),
             insert: format!(
                 "INSERT INTO \"{schema}\".checkpoints (chain_id, tree_size, root_hash, entry_hash, note) \
@@ -119,6 +123,7 @@ impl CkptSql {
                 "INSERT INTO \"{schema}\".chain_keys (chain_id, vkey) VALUES ($1, $2) ON CONFLICT (chain_id) DO NOTHING"
             ),
             read_key: format!("SELECT vkey FROM \"{schema}\".chain_keys WHERE chain_id = $1"),
+            markers: crate::markers::MarkerSql::new(schema),
         }
     }
 }
@@ -135,6 +140,7 @@ impl Ckpt {
             last_size: 0,
             last_at: Instant::now(),
             started: false,
+            next_marker: 1,
         }
     }
 
@@ -250,6 +256,19 @@ impl Ckpt {
             for h in &tail {
                 tree.push_hash(*h);
             }
+            // Rows beyond a clean shutdown's close marker are refused before anything is signed.
+            self.next_marker = crate::markers::at_open(
+                client,
+                &sql.markers,
+                store,
+                chain_id,
+                &self.opts.signer,
+                &self.targets,
+                next,
+                tree.root(),
+                in_table,
+            )
+            .await?;
             self.tree = tree;
             self.last_size = in_table;
             self.counters.last_size.store(in_table, Ordering::Relaxed);
@@ -367,6 +386,42 @@ impl Ckpt {
         Ok(())
     }
 
+    /// At a clean stop, once every committed record is covered (`head` is the entry hash of the
+    /// tree's last record): sign a close marker for the tree, insert it and publish it. A failure
+    /// is logged: the next start then treats the stop as a crash (its tail is adopted).
+    pub(crate) async fn close(
+        &mut self,
+        client: &tokio_postgres::Client,
+        sql: &CkptSql,
+        store: &str,
+        chain_id: &str,
+    ) {
+        if !self.started {
+            return;
+        }
+        let m = cordon_audit::marker::Marker {
+            kind: cordon_audit::marker::MarkerKind::Closed,
+            seq: self.next_marker,
+            size: self.tree.size(),
+            root: self.tree.root(),
+        };
+        match crate::markers::write(
+            client,
+            &sql.markers,
+            store,
+            chain_id,
+            &self.opts.signer,
+            &self.targets,
+            &m,
+        )
+        .await
+        {
+            Ok(()) => self.next_marker += 1,
+            Err(e) => tracing::error!(store, error = %e,
+                "audit store: writing the close marker failed; the next start will treat this stop as a crash"),
+        }
+    }
+
     /// Restart the interval without cutting (the writer cannot cut one right now).
     pub(crate) fn postpone(&mut self) {
         self.last_at = Instant::now();
@@ -435,6 +490,16 @@ impl Ckpt {
                 )
                 .await;
             match inserted {
+                Ok(0) => {
+                    // A row for this size already: this writer's, if an earlier insert's answer
+                    // was lost with its connection, or one somebody else inserted with the writer
+                    // role (the published copy still carries the signed checkpoint).
+                    tracing::warn!(
+                        store,
+                        size,
+                        "audit checkpoint: the checkpoints table already holds a row for this size"
+                    );
+                }
                 Ok(_) => {
                     self.counters.inserted.fetch_add(1, Ordering::Relaxed);
                     self.counters.last_size.store(size, Ordering::Relaxed);

@@ -3,7 +3,8 @@
 //! # Layout
 //! [`migrate`] creates, in one schema, `records(chain_id, idx, body, entry_hash, leaf_hash,
 //! inserted_at)` with primary key `(chain_id, idx)` and `checkpoints(chain_id, tree_size,
-//! root_hash, entry_hash, created_at)`. Each gateway replica writes its own hash chain
+//! root_hash, entry_hash, note, created_at)`, plus `chain_keys` and `markers` (each chain's
+//! signed close/open markers, see `markers.rs`). Each gateway replica writes its own hash chain
 //! (`chain_id` = the replica id, e.g. `gw-fra-1-a`), so replicas never wait on each other.
 //!
 //! # Format
@@ -33,6 +34,7 @@ mod body;
 mod checkpoints;
 mod error;
 mod export;
+mod markers;
 mod schema;
 mod store;
 mod tls;

@@ -28,10 +28,13 @@ pub async fn migrate(admin: &tokio_postgres::Client, schema: &str) -> Result<(),
 ///   signed C2SP checkpoint note; checked by [`crate::verify`];
 /// - `chain_keys(chain_id, vkey, created_at)`: the checkpoint verifier key of each chain, written
 ///   once by its writer (a chain is never signed by two keys);
+/// - `markers(chain_id, seq, note, created_at)`, primary key `(chain_id, seq)`: each chain's
+///   signed close and open markers (`cordon_audit::marker`), so rows inserted while its writer
+///   was stopped cleanly are named forged, not adopted;
 /// - the role `writer_role` (created `NOLOGIN` if missing; grant it to the gateway's login role),
-///   with `USAGE` on the schema and `SELECT, INSERT` on both tables, nothing else (any other grant
+///   with `USAGE` on the schema and `SELECT, INSERT` on the four tables, nothing else (any other grant
 ///   of it on these tables is revoked);
-/// - as a second fence, triggers on both tables raising [`APPEND_ONLY_MESSAGE`] on any `UPDATE`,
+/// - as a second fence, triggers on every table raising [`APPEND_ONLY_MESSAGE`] on any `UPDATE`,
 ///   `DELETE` (row level) or `TRUNCATE` (statement level), whoever runs it.
 ///
 /// Runs in one transaction under a cluster-wide advisory lock, so concurrent migrations (several
@@ -78,6 +81,13 @@ CREATE TABLE IF NOT EXISTS "{s}".chain_keys (
   vkey       text        NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS "{s}".markers (
+  chain_id   text        NOT NULL,
+  seq        bigint      NOT NULL CHECK (seq > 0),
+  note       text        NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (chain_id, seq)
+);
 CREATE OR REPLACE FUNCTION "{s}".cordon_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -98,10 +108,14 @@ CREATE OR REPLACE TRIGGER cordon_no_update_delete BEFORE UPDATE OR DELETE ON "{s
   FOR EACH ROW EXECUTE FUNCTION "{s}".cordon_append_only();
 CREATE OR REPLACE TRIGGER cordon_no_truncate BEFORE TRUNCATE ON "{s}".chain_keys
   FOR EACH STATEMENT EXECUTE FUNCTION "{s}".cordon_append_only();
-REVOKE ALL ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys FROM PUBLIC;
-REVOKE ALL ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys FROM "{r}";
+CREATE OR REPLACE TRIGGER cordon_no_update_delete BEFORE UPDATE OR DELETE ON "{s}".markers
+  FOR EACH ROW EXECUTE FUNCTION "{s}".cordon_append_only();
+CREATE OR REPLACE TRIGGER cordon_no_truncate BEFORE TRUNCATE ON "{s}".markers
+  FOR EACH STATEMENT EXECUTE FUNCTION "{s}".cordon_append_only();
+REVOKE ALL ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys, "{s}".markers FROM PUBLIC;
+REVOKE ALL ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys, "{s}".markers FROM "{r}";
 GRANT USAGE ON SCHEMA "{s}" TO "{r}";
-GRANT SELECT, INSERT ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys TO "{r}";
+GRANT SELECT, INSERT ON "{s}".records, "{s}".checkpoints, "{s}".chain_keys, "{s}".markers TO "{r}";
 COMMIT;
 "#,
         msg = APPEND_ONLY_MESSAGE,

@@ -170,6 +170,9 @@ struct Job {
 enum Msg {
     Job(Job),
     Checkpoint(oneshot::Sender<()>),
+    /// Stop: commit what is queued, cover it with a checkpoint and a close marker, and end the
+    /// writer (answered once done; later appends fail).
+    Close(oneshot::Sender<()>),
 }
 
 /// Resolves to the record's index in its chain once the batch holding it has committed, or to
@@ -293,6 +296,7 @@ impl PgStore {
                 .map(|c| Ckpt::new(c, &chain_id, shared.ckpt.clone())),
             ckpt_sql: CkptSql::new(&schema),
             flushes: Vec::new(),
+            closes: Vec::new(),
         };
         // The chain may still be locked by a writer that is stopping (a restart in this process,
         // or an instance being replaced): wait a little for it before refusing.
@@ -405,6 +409,29 @@ impl PgStore {
             .unwrap_or(false)
     }
 
+    /// A clean stop while others may still hold the store (the gateway's shutdown): the writer
+    /// commits what is queued, covers it with a final checkpoint and a signed close marker, and
+    /// ends (appends fail from then on); then wait up to `timeout` for the checkpoint's
+    /// publication. `false` if that did not finish in time.
+    pub async fn shut_down(&self, timeout: Duration) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).is_err() {
+            return false;
+        }
+        if tokio::time::timeout(timeout, wait)
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            return false;
+        }
+        let Some(publisher) = self.shared.ckpt.publisher.get().cloned() else {
+            return true;
+        };
+        tokio::task::spawn_blocking(move || publisher.flush(timeout))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Stop accepting appends, let the writer commit (or fail) everything queued, and wait for it.
     /// The writer covers what it committed with a final checkpoint, which is published (waiting
     /// up to 10 s for the publication target) before this returns.
@@ -456,6 +483,8 @@ struct Writer {
     ckpt_sql: CkptSql,
     /// Checkpoint requests waiting for the batch being formed to commit.
     flushes: Vec<oneshot::Sender<()>>,
+    /// Close requests: the writer stops after the batch being formed.
+    closes: Vec<oneshot::Sender<()>>,
 }
 
 impl Writer {
@@ -492,6 +521,7 @@ impl Writer {
             match first {
                 Msg::Job(job) => self.jobs.push(job),
                 Msg::Checkpoint(done) => self.flushes.push(done),
+                Msg::Close(done) => self.closes.push(done),
             }
             self.drain(&mut rx);
             // The callers acknowledged by the previous batch are often about to append again
@@ -516,6 +546,7 @@ impl Writer {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(Msg::Job(job))) => self.jobs.push(job),
                         Ok(Some(Msg::Checkpoint(done))) => self.flushes.push(done),
+                        Ok(Some(Msg::Close(done))) => self.closes.push(done),
                         _ => break,
                     }
                 }
@@ -529,9 +560,34 @@ impl Writer {
                     let _ = done.send(());
                 }
             }
+            if !self.closes.is_empty() {
+                break;
+            }
         }
-        // Stopping: cover what was committed.
+        // Stopping: cover what was committed, then say the stop was clean.
         self.checkpoint(true).await;
+        self.close_marker().await;
+        for done in self.closes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// The close marker of a clean stop (`markers.rs`), only when every committed record is in
+    /// the tree and the connection is healthy; otherwise the next start sees a crash.
+    async fn close_marker(&mut self) {
+        let Some(ckpt) = self.ckpt.as_mut() else { return };
+        let whole = self.head.is_some_and(|(next, _)| next == ckpt.size());
+        let Some(conn) = self
+            .conn
+            .as_ref()
+            .filter(|_| whole && self.shared.healthy.load(Ordering::Acquire))
+        else {
+            tracing::warn!(store = %self.shared.store,
+                "audit store: stopping without a close marker (the chain is not in a known state); the next start treats it as a crash");
+            return;
+        };
+        ckpt.close(&conn.client, &self.ckpt_sql, &self.shared.store, &self.chain_id)
+            .await;
     }
 
     /// Cut a checkpoint if one is due (`interval_up`: or any records are uncovered).
@@ -559,6 +615,10 @@ impl Writer {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => self.jobs.push(job),
                 Ok(Msg::Checkpoint(done)) => self.flushes.push(done),
+                Ok(Msg::Close(done)) => {
+                    self.closes.push(done);
+                    break;
+                }
                 Err(_) => break,
             }
         }

@@ -67,6 +67,20 @@ pub enum PgBreakKind {
     /// disagrees with its row, or a chain whose key differs between the table and a target.
     #[error("bad checkpoint: {detail}")]
     BadCheckpoint { detail: String },
+    /// Rows after the chain's signed close marker (a clean stop) with no open marker after it:
+    /// inserted while its writer was stopped, by someone without its key.
+    #[error(
+        "forged: the chain was closed cleanly at {closed_at} records ({marker}) but holds {found}; \
+         records {closed_at}.. were inserted while its writer was stopped"
+    )]
+    Forged {
+        closed_at: u64,
+        found: u64,
+        marker: String,
+    },
+    /// A close/open marker that does not verify with the chain's key, or disagrees with another.
+    #[error("bad close/open marker: {detail}")]
+    BadMarker { detail: String },
 }
 
 /// Verification failed: the store could not be read, or the first bad row.
@@ -232,8 +246,7 @@ pub async fn verify_with_published(
         other => other,
     })?;
     let targets = read_targets(published, &store)?;
-    let required = !published.is_empty();
-    verify_in(&mut client, &s, &store, targets, required).await
+    verify_in(&mut client, &s, &store, targets, published).await
 }
 
 /// A `checkpoints` row: (tree size, root, head, signed note).
@@ -299,8 +312,9 @@ async fn verify_in(
     s: &str,
     store: &str,
     mut targets: Targets,
-    published_required: bool,
+    published_dirs: &[PathBuf],
 ) -> Result<PgVerifyReport, PgVerifyError> {
+    let published_required = !published_dirs.is_empty();
     let db = |op: &'static str| PgError::db(store, op);
     let txn = client
         .build_transaction()
@@ -329,6 +343,34 @@ async fn verify_in(
             let chain: String = row.try_get(0).map_err(db("read chain keys"))?;
             let vkey: String = row.try_get(1).map_err(db("read chain keys"))?;
             keys.insert(chain.into_bytes(), vkey);
+        }
+    }
+    // Close/open markers (a schema from before them has no table): (seq, note) by chain.
+    let has_markers = txn
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'markers'",
+            &[&s],
+        )
+        .await
+        .map_err(db("read schema"))?
+        .is_some();
+    let mut marker_rows: BTreeMap<Vec<u8>, Vec<(i64, String)>> = BTreeMap::new();
+    if has_markers {
+        let rows = txn
+            .query(
+                &format!("SELECT chain_id, seq, note FROM \"{s}\".markers ORDER BY chain_id, seq"),
+                &[],
+            )
+            .await
+            .map_err(db("read markers"))?;
+        for row in rows {
+            let chain: String = row.try_get(0).map_err(db("read markers"))?;
+            let seq: i64 = row.try_get(1).map_err(db("read markers"))?;
+            let note: String = row.try_get(2).map_err(db("read markers"))?;
+            marker_rows
+                .entry(chain.into_bytes())
+                .or_default()
+                .push((seq, note));
         }
     }
     let mut checkpoints: BTreeMap<Vec<u8>, Vec<TableRow>> = BTreeMap::new();
@@ -400,7 +442,7 @@ async fn verify_in(
             kind,
         };
         let published = targets.remove(chain_bytes).unwrap_or_default();
-        let (claims, signed) = chain_claims(
+        let (claims, signed, verifier) = chain_claims(
             &chain_id,
             checkpoints.remove(chain_bytes).unwrap_or_default(),
             keys.get(chain_bytes).map(String::as_str),
@@ -511,6 +553,23 @@ async fn verify_in(
                 },
             ));
         }
+        let markers = chain_markers(
+            &chain_id,
+            marker_rows.remove(chain_bytes).unwrap_or_default(),
+            verifier.as_ref(),
+            published_dirs,
+        )
+        .map_err(|detail| broken(0, PgBreakKind::BadMarker { detail }))?;
+        if let Some((closed_at, marker)) = crate::markers::forged(&markers, expected) {
+            return Err(broken(
+                closed_at,
+                PgBreakKind::Forged {
+                    closed_at,
+                    found: expected,
+                    marker: marker.display().to_string(),
+                },
+            ));
+        }
         report.records += expected;
         report.chains.push(PgChainReport {
             chain_id,
@@ -533,7 +592,7 @@ fn chain_claims(
     rows: Vec<TableRow>,
     table_key: Option<&str>,
     (target_key, notes): (Option<(PathBuf, String)>, Vec<(Option<u64>, PathBuf, Vec<u8>)>),
-) -> Result<(Vec<Claim>, u64), (u64, String)> {
+) -> Result<(Vec<Claim>, u64, Option<NoteVerifier>), (u64, String)> {
     let at = |size: u64| size.saturating_sub(1);
     // The published key is the trusted one: the table's must agree with it.
     let key_text = match (&target_key, table_key) {
@@ -577,6 +636,12 @@ fn chain_claims(
     let mut claims = Vec::new();
     let mut signed = 0;
     for (size, root, head, note) in rows {
+        // In a chain with a key, an unsigned row is no claim: anyone with the writer role can
+        // insert one (a signing writer never does), and trusting it would let them make an
+        // untouched chain look truncated. Unkeyed chains have only such rows.
+        if note.is_none() && verifier.is_some() {
+            continue;
+        }
         if let Some(note) = note {
             let c = open(note.as_bytes(), size)
                 .map_err(|(i, d)| (i, format!("table row at size {size}: {d}")))?;
@@ -614,5 +679,33 @@ fn chain_claims(
         });
     }
     claims.sort_by_key(|c| c.size);
-    Ok((claims, signed))
+    Ok((claims, signed, verifier))
+}
+
+/// A chain's close/open markers, from the table rows and from `<target>/<chain id>/markers/` of
+/// every publication target, each verified with the chain's key and merged (`markers.rs`).
+fn chain_markers(
+    chain_id: &str,
+    rows: Vec<(i64, String)>,
+    verifier: Option<&NoteVerifier>,
+    published: &[PathBuf],
+) -> Result<Vec<cordon_audit::marker::Found>, String> {
+    let dirs: Vec<PathBuf> = published.iter().map(|d| d.join(chain_id)).collect();
+    let any_published = dirs
+        .iter()
+        .any(|d| d.join(cordon_audit::marker::MARKER_DIR).exists());
+    if rows.is_empty() && !any_published {
+        return Ok(Vec::new());
+    }
+    let Some(v) = verifier else {
+        return Err(format!(
+            "chain {chain_id} has close/open markers but no verifier key"
+        ));
+    };
+    let own = crate::markers::from_rows(chain_id, rows, v)?;
+    let mut places = vec![own];
+    for found in crate::markers::read_targets(&dirs, v) {
+        places.push(found.map_err(|e| e.to_string())?);
+    }
+    cordon_audit::marker::merge(places).map_err(|e| e.to_string())
 }

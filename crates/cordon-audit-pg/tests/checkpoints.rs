@@ -14,7 +14,7 @@ use cordon_audit_pg::{
 use tokio_postgres::{Client, Config};
 
 mod common;
-use common::{append_n, broken, fresh_schema};
+use common::{append_n, broken, fresh_schema, insert_linked_row};
 
 struct TestDb {
     admin: Client,
@@ -592,5 +592,146 @@ async fn a_chain_exports_while_its_gateway_writes() {
         "the chain grew during the exports: {sizes:?}"
     );
     drop(store);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_inserted_after_a_clean_shutdown_are_named_forged_not_adopted() {
+    let db = setup().await;
+    let s = &db.schema;
+    // Clean stops and restarts (one through `shut_down`, as the gateway stops) are never taken
+    // for forgery: each start after a close writes an open marker first.
+    let store = db.open("gw-a").await;
+    append_n(&store, 3).await;
+    assert!(store.shut_down(Duration::from_secs(10)).await);
+    let after = match store.append(&cordon_audit::testing::sample_decision(1)) {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    };
+    assert!(after.is_err(), "a shut-down store takes no more records");
+    drop(store);
+    let store = db.open("gw-a").await;
+    append_n(&store, 2).await;
+    store.close().await;
+    let report = db.verify(true).await.unwrap();
+    assert_eq!(report.records, 5);
+    let markers: i64 = db
+        .admin
+        .query_one(&format!("SELECT count(*) FROM \"{s}\".markers"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(markers, 3, "closed, opened, closed");
+    let published = std::fs::read_dir(db.target.path().join("gw-a").join("markers"))
+        .unwrap()
+        .count();
+    assert_eq!(published, 3, "every marker is published beside the checkpoints");
+
+    // The writer role appends a well-linked row while the gateway is stopped.
+    let head = report.chains[0].head_hash.clone();
+    insert_linked_row(&db.admin, s, "gw-a", 5, &head).await;
+    let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+    let (chain, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert_eq!((chain.as_str(), index), ("gw-a", 5));
+    assert!(
+        matches!(
+            kind,
+            PgBreakKind::Forged {
+                closed_at: 5,
+                found: 6,
+                ..
+            }
+        ),
+        "{kind}"
+    );
+
+    // The database's owner also deletes the table's markers: the published close marker still
+    // names the row.
+    db.tamper(&format!("DELETE FROM \"{s}\".markers")).await;
+    let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+    let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert!(matches!(kind, PgBreakKind::Forged { .. }) && index == 5, "{kind}");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_tail_is_adopted_and_a_bad_marker_is_named() {
+    let db = setup().await;
+    let s = &db.schema;
+    let store = db.open_checkpointed_by_hand("gw-a").await;
+    append_n(&store, 3).await;
+    // A crash: the writer's session ends without a close marker (its connection is killed, and
+    // the store is then dropped while the database refuses it).
+    let report = db.verify(true).await.unwrap();
+    // Only this test's writer: its last statement names the test's own schema.
+    db.admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid <> pg_backend_pid() AND query LIKE '%{s}%'"
+        ))
+        .await
+        .unwrap();
+    drop(store);
+    let markers: i64 = db
+        .admin
+        .query_one(&format!("SELECT count(*) FROM \"{s}\".markers"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(markers, 0, "no close marker after a crash");
+    // Rows after a crash are kept (they may be acknowledged records) and signed at the restart.
+    insert_linked_row(&db.admin, s, "gw-a", 3, &report.chains[0].head_hash).await;
+    let store = db.open("gw-a").await;
+    append_n(&store, 1).await;
+    store.close().await;
+    assert_eq!(db.verify(true).await.unwrap().records, 5);
+
+    // A marker row signed by another key is named, never trusted.
+    let other = cordon_audit::marker::Marker {
+        kind: cordon_audit::marker::MarkerKind::Closed,
+        seq: 9,
+        size: 2,
+        root: [0; 32],
+    }
+    .sign(&signer(s, "gw-a", 2))
+    .unwrap();
+    db.admin
+        .batch_execute(&format!(
+            "INSERT INTO \"{s}\".markers (chain_id, seq, note) VALUES ('gw-a', 9, '{other}')"
+        ))
+        .await
+        .unwrap();
+    let (_, _, kind) = broken(db.verify(true).await.unwrap_err());
+    assert!(matches!(kind, PgBreakKind::BadMarker { .. }), "{kind}");
+    let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
+    assert!(err.to_string().contains("marker"), "{err}");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_checkpoint_row_in_a_signed_chain_is_no_claim() {
+    let db = setup().await;
+    let s = &db.schema;
+    let store = db.open("gw-a").await;
+    append_n(&store, 4).await;
+    store.close().await;
+    // The writer role claims a longer chain with an unsigned row: neither verify nor the next
+    // start takes it for a removed tail.
+    db.admin
+        .batch_execute(&format!(
+            "SET ROLE {role}; INSERT INTO \"{s}\".checkpoints (chain_id, tree_size, root_hash, entry_hash) \
+             VALUES ('gw-a', 50, '\\x{z}', '\\x{z}'); RESET ROLE",
+            role = cordon_audit_pg::WRITER_ROLE,
+            z = hex::encode([0u8; 32]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(db.verify(true).await.unwrap().records, 4);
+    let store = db.open("gw-a").await;
+    append_n(&store, 1).await;
+    store.close().await;
+    assert_eq!(db.verify(true).await.unwrap().records, 5);
     db.cleanup().await;
 }

@@ -61,7 +61,7 @@ mod file_store;
 mod key_wrap;
 mod keyfile;
 mod keystore;
-mod marker;
+pub mod marker;
 pub mod merkle;
 pub mod note;
 mod proofs;

@@ -19,6 +19,12 @@
 //! written while the store was closed: forged. A crash leaves no close marker: its unattested
 //! tail is adopted as before. The first line cannot be a checkpoint origin (it holds a space), so
 //! a marker never passes for a checkpoint or the other way round.
+//!
+//! PostgreSQL chains use the same notes, kept in a table and published beside their checkpoints
+//! (`cordon-audit-pg`'s `markers.rs`); hence the public items here.
+//!
+//! PostgreSQL chains use the same notes, kept in a table and published beside their checkpoints
+//! (`cordon-audit-pg`'s `markers.rs`); hence the public items here.
 
 use std::fs;
 use std::io;
@@ -32,11 +38,11 @@ use crate::merkle::Hash;
 use crate::note::{self, NoteError, NoteSigner, NoteVerifier};
 
 /// The markers' directory, in a store and in a publication target.
-pub(crate) const MARKER_DIR: &str = "markers";
+pub const MARKER_DIR: &str = "markers";
 
 /// Which event a marker records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum MarkerKind {
+pub enum MarkerKind {
     /// The store was shut down cleanly: every record is covered by this marker's size and root.
     Closed,
     /// The store was opened after a close marker, before any append.
@@ -62,7 +68,7 @@ impl MarkerKind {
 
 /// A marker's body.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Marker {
+pub struct Marker {
     pub kind: MarkerKind,
     pub seq: u64,
     pub size: u64,
@@ -71,7 +77,7 @@ pub(crate) struct Marker {
 
 impl Marker {
     /// The note text for the log `origin`.
-    pub(crate) fn to_text(&self, origin: &str) -> String {
+    pub fn to_text(&self, origin: &str) -> String {
         format!(
             "cordon-audit {}\n{origin}\n{}\n{}\n{}\n",
             self.kind.word(),
@@ -82,12 +88,12 @@ impl Marker {
     }
 
     /// The file name: `<seq:020>.<kind>`.
-    pub(crate) fn file_name(&self) -> String {
+    pub fn file_name(&self) -> String {
         format!("{:020}.{}", self.seq, self.kind.word())
     }
 
     /// The signed note.
-    pub(crate) fn sign(&self, signer: &NoteSigner) -> Result<String, NoteError> {
+    pub fn sign(&self, signer: &NoteSigner) -> Result<String, NoteError> {
         signer.sign(&self.to_text(signer.name()))
     }
 
@@ -120,6 +126,18 @@ impl Marker {
     }
 }
 
+/// A signed marker note, checked: signed by `verifier`'s key, well formed, and of its log (the
+/// origin). The error says why not.
+pub fn open(note_bytes: &[u8], verifier: &NoteVerifier) -> Result<Marker, String> {
+    let text = note::open(note_bytes, std::slice::from_ref(verifier))
+        .map_err(|e| format!("not a marker signed by this store's key: {e}"))?;
+    let (marker, origin) = Marker::parse(&text).map_err(|e| format!("malformed marker: {e}"))?;
+    if origin != verifier.name() {
+        return Err(format!("origin {origin:?} is not this store's"));
+    }
+    Ok(marker)
+}
+
 /// `<seq>` and kind from a marker file name; `None` for other files (temporary files included).
 fn parse_name(name: &str) -> Option<(u64, MarkerKind)> {
     let (digits, word) = name.split_once('.')?;
@@ -131,14 +149,14 @@ fn parse_name(name: &str) -> Option<(u64, MarkerKind)> {
 
 /// A valid marker and the file it was read from.
 #[derive(Clone, Debug)]
-pub(crate) struct Found {
+pub struct Found {
     pub path: PathBuf,
     pub marker: Marker,
 }
 
 /// Why markers could not be read or trusted.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum MarkerError {
+pub enum MarkerError {
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -153,7 +171,7 @@ pub(crate) enum MarkerError {
 /// A missing `markers/` directory holds none. A file that is not a marker of this log (bad
 /// signature, another key or origin, a name that does not match its text) is an error: a marker
 /// is only ever written by the store's key, so such a file is tampering (or damage) to report.
-pub(crate) fn read_place(place: &Path, verifier: &NoteVerifier) -> Result<Vec<Found>, MarkerError> {
+pub fn read_place(place: &Path, verifier: &NoteVerifier) -> Result<Vec<Found>, MarkerError> {
     let dir = place.join(MARKER_DIR);
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -172,18 +190,15 @@ pub(crate) fn read_place(place: &Path, verifier: &NoteVerifier) -> Result<Vec<Fo
         };
         let path = entry.path();
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        let bad = |detail: String| MarkerError::Bad {
+        let marker = open(&bytes, verifier).map_err(|detail| MarkerError::Bad {
             path: path.clone(),
             detail,
-        };
-        let text = note::open(&bytes, std::slice::from_ref(verifier))
-            .map_err(|e| bad(format!("not a marker signed by this store's key: {e}")))?;
-        let (marker, origin) = Marker::parse(&text).map_err(|e| bad(format!("malformed marker: {e}")))?;
-        if origin != verifier.name() {
-            return Err(bad(format!("origin {origin:?} is not this store's")));
-        }
+        })?;
         if marker.seq != seq || marker.kind != kind {
-            return Err(bad("the file name does not match the signed marker".into()));
+            return Err(MarkerError::Bad {
+                path,
+                detail: "the file name does not match the signed marker".into(),
+            });
         }
         out.push(Found { path, marker });
     }
@@ -198,7 +213,7 @@ pub(crate) fn read_place(place: &Path, verifier: &NoteVerifier) -> Result<Vec<Fo
 /// an older copy): it is logged and left out, as the target's compare-and-swap refuses a fork's
 /// checkpoints. Two different markers with one number in the store itself are an error: the
 /// store never signs two.
-pub(crate) fn merge(places: Vec<Vec<Found>>) -> Result<Vec<Found>, MarkerError> {
+pub fn merge(places: Vec<Vec<Found>>) -> Result<Vec<Found>, MarkerError> {
     let mut out: Vec<Found> = Vec::new();
     for (k, place) in places.into_iter().enumerate() {
         for f in place {
@@ -228,20 +243,20 @@ pub(crate) fn merge(places: Vec<Vec<Found>>) -> Result<Vec<Found>, MarkerError> 
 
 /// The forged records a set of markers reveals: when the newest is a close marker at size N and
 /// the store holds `records` > N, the records from N on were written while it was closed.
-pub(crate) fn forged_after(markers: &[Found], records: u64) -> Option<&Found> {
+pub fn forged_after(markers: &[Found], records: u64) -> Option<&Found> {
     markers
         .last()
         .filter(|f| f.marker.kind == MarkerKind::Closed && records > f.marker.size)
 }
 
 /// The sequence number the next marker takes.
-pub(crate) fn next_seq(markers: &[Found]) -> u64 {
+pub fn next_seq(markers: &[Found]) -> u64 {
     markers.last().map_or(1, |f| f.marker.seq + 1)
 }
 
 /// Create `place/markers/<name>` holding `note` unless it exists: `Ok(())` when it was created
 /// or already holds these bytes; an error when it holds others (never replaced).
-pub(crate) fn write_marker(place: &Path, name: &str, note: &str) -> io::Result<()> {
+pub fn write_marker(place: &Path, name: &str, note: &str) -> io::Result<()> {
     let dir = place.join(MARKER_DIR);
     if !dir.exists() {
         fs::create_dir_all(&dir)?;

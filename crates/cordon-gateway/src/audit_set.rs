@@ -566,11 +566,12 @@ impl AuditSet {
         out
     }
 
-    /// At shutdown: cover every PostgreSQL chain's committed records with a signed checkpoint and
-    /// wait (up to `timeout` each) for its publication. Directory stores cut theirs when dropped.
+    /// At shutdown: stop every PostgreSQL chain's writer cleanly (its committed records covered
+    /// by a signed checkpoint and a close marker) and wait (up to `timeout` each) for the
+    /// checkpoint's publication. Directory stores do the same when dropped.
     pub async fn shutdown(&self, timeout: Duration) {
         for (name, store) in self.pg_stores() {
-            if !store.checkpoint_now(timeout).await {
+            if !store.shut_down(timeout).await {
                 tracing::warn!(store = %name, "audit store: the shutdown checkpoint did not complete in time");
             }
         }

@@ -51,7 +51,7 @@ pub fn broken(e: PgVerifyError) -> (String, u64, PgBreakKind) {
 
 /// As superuser, with every append-only trigger off: what a rogue administrator can do.
 pub async fn tamper(admin: &Client, schema: &str, sql: &str) {
-    let tables = ["records", "checkpoints", "chain_keys"];
+    let tables = ["records", "checkpoints", "chain_keys", "markers"];
     let switch = |on: &str| -> String {
         tables
             .iter()
@@ -85,4 +85,26 @@ pub async fn drop_schema(admin: &Client, schema: &str) {
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .await
         .expect("drop schema");
+}
+
+/// As the writer role (no key, no UPDATE/DELETE): append one well-linked row with a sample
+/// decision to `chain` after its last row, whose entry hash is `head_hex`. What anyone holding
+/// the role can do while the gateway is stopped.
+pub async fn insert_linked_row(admin: &Client, schema: &str, chain: &str, idx: u64, head_hex: &str) {
+    let prev: [u8; 32] = hex::decode(head_hex).unwrap().try_into().unwrap();
+    let rec = cordon_audit::testing::sample_decision(9_999).to_json().unwrap();
+    let mut body = Vec::new();
+    cordon_audit::body::append_body(&mut body, idx, &prev, &rec);
+    let (entry, leaf) = cordon_audit_pg::entry_and_leaf_hash(&prev, &body);
+    admin
+        .batch_execute(&format!(
+            "SET ROLE {role}; INSERT INTO \"{schema}\".records (chain_id, idx, body, entry_hash, leaf_hash) \
+             VALUES ('{chain}', {idx}, '\\x{}', '\\x{}', '\\x{}'); RESET ROLE",
+            hex::encode(&body),
+            hex::encode(entry),
+            hex::encode(leaf),
+            role = cordon_audit_pg::WRITER_ROLE,
+        ))
+        .await
+        .expect("insert a linked row as the writer role");
 }
