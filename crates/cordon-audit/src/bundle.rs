@@ -66,15 +66,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{AuditError, BreakKind, VerifyError, describe_json_error};
+use crate::error::{AuditError, VerifyError, describe_json_error};
 use crate::keystore::{DataKey, Keystore, open_payload_with_key};
 use crate::merkle::{self, Hash};
 use crate::note::NoteVerifier;
-use crate::proofs::{ProofError, read_verifier_key};
+use crate::proofs::{ProofError, newest_checkpoint, read_verifier_key};
 use crate::record::{DecisionRecord, Outcome, Payload, Record, now_rfc3339_micros};
 use crate::segment;
 use crate::tlog;
-use crate::verify::{read_bodies, verify_store};
+use crate::verify::{VerifyOptions, read_bodies, retry_truncated, verify_store_with};
 
 /// The `manifest.format` of this version.
 pub const BUNDLE_FORMAT: &str = "cordon-audit-bundle/1";
@@ -339,42 +339,32 @@ struct Selected {
     record: Record,
 }
 
-/// Run `f` again (up to three times) when it finds a truncated frame: on a store that is being
-/// written, a verifier may read the in-flight batch half-written.
-fn retry_truncated<T>(mut f: impl FnMut() -> Result<T, VerifyError>) -> Result<T, VerifyError> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(e) if tries < 3 && matches!(e.kind(), Some(BreakKind::Truncated)) => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            r => return r,
-        }
-    }
-}
-
 /// Export the records of the store in `store_dir` (of `jurisdiction`) that match `filter`, with
-/// inclusion proofs to the store's newest checkpoint. The whole store is verified first (a damaged
-/// store is not exported). `keystore` is needed only when `filter.decrypt`. The result is checked
-/// with [`verify_bundle`] before it is returned.
+/// inclusion proofs to the newest checkpoint of the store or of its publication targets
+/// (`external`, e.g. its DR replica). The whole store is verified first, against those targets
+/// too (a damaged store is not exported). `keystore` is needed only when `filter.decrypt`. The
+/// result is checked with [`verify_bundle`] before it is returned.
 pub fn export(
     store_dir: &Path,
+    external: &[PathBuf],
     jurisdiction: &str,
     filter: &ExportFilter,
     keystore: Option<&Keystore>,
 ) -> Result<Bundle, BundleError> {
     // Checked before the store is read.
     check_filter(filter).map_err(BundleError::InvalidFilter)?;
-    retry_truncated(|| verify_store(store_dir))?;
+    let opts = VerifyOptions {
+        external: external.to_vec(),
+        progress: None,
+    };
+    retry_truncated(|| verify_store_with(store_dir, &opts))?;
     let vkey = read_verifier_key(store_dir)?;
-    let ckpts = tlog::list_checkpoints(store_dir).map_err(io_err(store_dir))?;
-    let Some((_, path)) = ckpts.last_key_value() else {
+    let Some((_, path)) = newest_checkpoint(store_dir, external)? else {
         return Err(BundleError::NoCheckpoint {
             store: store_dir.to_path_buf(),
         });
     };
-    let checkpoint = fs::read_to_string(path).map_err(io_err(path))?;
+    let checkpoint = fs::read_to_string(&path).map_err(io_err(&path))?;
     let mut builder = ExportBuilder::new(jurisdiction, filter, &vkey, &checkpoint, keystore)?;
     retry_truncated(|| {
         builder.reset();

@@ -118,7 +118,7 @@ fn tampered_what(r: Result<BundleSummary, BundleError>) -> String {
 async fn export_verifies_offline_in_a_fresh_directory() {
     let fx = populate().await;
     let vkey = crate::read_verifier_key(&fx.store).unwrap();
-    let bundle = export(&fx.store, "EU", &filter(None), None).unwrap();
+    let bundle = export(&fx.store, &[], "EU", &filter(None), None).unwrap();
     let out = tempfile::tempdir().unwrap();
     let written = out.path().join("eu.bundle.json");
     write_bundle(&bundle, &written).unwrap();
@@ -177,7 +177,7 @@ async fn export_verifies_offline_in_a_fresh_directory() {
 #[tokio::test]
 async fn subject_filter_picks_only_that_subject_and_its_completions() {
     let fx = populate().await;
-    let b = export(&fx.store, "EU", &filter(Some(BOB)), None).unwrap();
+    let b = export(&fx.store, &[], "EU", &filter(Some(BOB)), None).unwrap();
     let s = verify_bundle(&b).unwrap();
     assert_eq!((s.records, s.decisions, s.completions), (5, 3, 2));
     let ids: HashSet<&Value> = b
@@ -192,16 +192,16 @@ async fn subject_filter_picks_only_that_subject_and_its_completions() {
     for r in b.records.iter().filter(|r| r.record["kind"] == "completion") {
         assert!(ids.contains(&r.record["decision_id"]));
     }
-    let a = verify_bundle(&export(&fx.store, "EU", &filter(Some(ALICE)), None).unwrap()).unwrap();
+    let a = verify_bundle(&export(&fx.store, &[], "EU", &filter(Some(ALICE)), None).unwrap()).unwrap();
     assert_eq!((a.records, a.decisions, a.completions), (12, 6, 6));
     // Nobody: an empty bundle that still verifies.
-    let none = export(&fx.store, "EU", &filter(Some("ps:nobody")), None).unwrap();
+    let none = export(&fx.store, &[], "EU", &filter(Some("ps:nobody")), None).unwrap();
     assert_eq!(verify_bundle(&none).unwrap().records, 0);
     // Unauthenticated decisions are exported under their own name; another jurisdiction: none.
-    let u = export(&fx.store, UNAUTHENTICATED_JURISDICTION, &filter(None), None).unwrap();
+    let u = export(&fx.store, &[], UNAUTHENTICATED_JURISDICTION, &filter(None), None).unwrap();
     assert_eq!(verify_bundle(&u).unwrap().records, 1);
     assert_eq!(
-        verify_bundle(&export(&fx.store, "US", &filter(None), None).unwrap())
+        verify_bundle(&export(&fx.store, &[], "US", &filter(None), None).unwrap())
             .unwrap()
             .records,
         0
@@ -217,7 +217,7 @@ async fn period_filter_is_inclusive_and_validated() {
         to: Some("2026-01-04T11:00:00+01:00".into()),
         decrypt: false,
     };
-    let s = verify_bundle(&export(&fx.store, "EU", &f, None).unwrap()).unwrap();
+    let s = verify_bundle(&export(&fx.store, &[], "EU", &f, None).unwrap()).unwrap();
     assert_eq!((s.decisions, s.completions), (3, 3));
     assert_eq!(s.first_ts.as_deref(), Some("2026-01-02T10:00:00.000000Z"));
     assert_eq!(s.last_ts.as_deref(), Some("2026-01-04T10:00:00.000000Z"));
@@ -231,7 +231,7 @@ async fn period_filter_is_inclusive_and_validated() {
             ..ExportFilter::default()
         };
         assert!(matches!(
-            export(&fx.store, "EU", &f, None),
+            export(&fx.store, &[], "EU", &f, None),
             Err(BundleError::InvalidFilter(_))
         ));
     }
@@ -245,10 +245,10 @@ async fn decrypt_gives_plaintext_and_after_shred_the_payload_is_unavailable_but_
         ..filter(Some(ALICE))
     };
     assert!(matches!(
-        export(&fx.store, "EU", &f, None),
+        export(&fx.store, &[], "EU", &f, None),
         Err(BundleError::InvalidFilter(_))
     ));
-    let before = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let before = export(&fx.store, &[], "EU", &f, Some(&fx.keys)).unwrap();
     let s = verify_bundle(&before).unwrap();
     assert_eq!(
         (s.payloads_encrypted, s.payloads_decrypted, s.payloads_unavailable),
@@ -299,7 +299,7 @@ async fn decrypt_gives_plaintext_and_after_shred_the_payload_is_unavailable_but_
     }
 
     assert!(fx.keys.shred("EU", ALICE).unwrap());
-    let after = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let after = export(&fx.store, &[], "EU", &f, Some(&fx.keys)).unwrap();
     let s = verify_bundle(&after).unwrap();
     assert_eq!((s.payloads_decrypted, s.payloads_unavailable), (0, 6));
     // Nothing decrypted, so no key: the shredded subject's bundle carries none, and says that the
@@ -329,6 +329,7 @@ async fn decrypt_gives_plaintext_and_after_shred_the_payload_is_unavailable_but_
     // Bob's key is untouched; his binary payload comes out as base64.
     let bob = export(
         &fx.store,
+        &[],
         "EU",
         &ExportFilter {
             decrypt: true,
@@ -380,6 +381,7 @@ async fn tampering_with_the_bundle_file_is_detected_and_named() {
     let fx = populate().await;
     let bundle = export(
         &fx.store,
+        &[],
         "EU",
         &ExportFilter {
             decrypt: true,
@@ -584,7 +586,7 @@ async fn decrypted_payloads_are_verified_against_the_attested_ciphertext() {
         decrypt: true,
         ..filter(Some(BOB))
     };
-    let bundle = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let bundle = export(&fx.store, &[], "EU", &f, Some(&fx.keys)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bob.json");
     write_bundle(&bundle, &file).unwrap();
@@ -733,7 +735,7 @@ async fn decrypted_payloads_are_verified_against_the_attested_ciphertext() {
     );
 
     // Keys in a bundle that did not ask for decryption.
-    let plain = export(&fx.store, "EU", &filter(Some(BOB)), None).unwrap();
+    let plain = export(&fx.store, &[], "EU", &filter(Some(BOB)), None).unwrap();
     assert!(plain.keys.is_empty());
     let plain_file = dir.path().join("plain.json");
     write_bundle(&plain, &plain_file).unwrap();
@@ -767,7 +769,7 @@ async fn a_shredded_then_returning_subject_has_old_payloads_unavailable_and_new_
         decrypt: true,
         ..filter(Some(ALICE))
     };
-    let b = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let b = export(&fx.store, &[], "EU", &f, Some(&fx.keys)).unwrap();
     let s = verify_bundle(&b).unwrap();
     assert_eq!(
         (
@@ -827,7 +829,7 @@ async fn unattested_records_are_excluded_and_counted_and_no_checkpoint_is_an_err
         store.append(&d).unwrap().await.unwrap();
     }
     assert!(matches!(
-        export(&dir, "EU", &filter(None), None),
+        export(&dir, &[], "EU", &filter(None), None),
         Err(BundleError::NoCheckpoint { .. })
     ));
     drop(store); // writes the final checkpoint (size 3)
@@ -841,7 +843,7 @@ async fn unattested_records_are_excluded_and_counted_and_no_checkpoint_is_an_err
         );
         store.append(&d).unwrap().await.unwrap();
     }
-    let b = export(&dir, "EU", &filter(Some(ALICE)), None).unwrap();
+    let b = export(&dir, &[], "EU", &filter(Some(ALICE)), None).unwrap();
     let s = verify_bundle(&b).unwrap();
     assert_eq!(
         (
@@ -859,7 +861,7 @@ async fn unattested_records_are_excluded_and_counted_and_no_checkpoint_is_an_err
     drop(store);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let s = loop {
-        let s = verify_bundle(&export(&dir, "EU", &filter(Some(ALICE)), None).unwrap()).unwrap();
+        let s = verify_bundle(&export(&dir, &[], "EU", &filter(Some(ALICE)), None).unwrap()).unwrap();
         if s.checkpoint_size == 5 || std::time::Instant::now() > deadline {
             break s;
         }
@@ -877,7 +879,7 @@ async fn a_damaged_store_is_not_exported() {
     data[at] ^= 1;
     fs::write(&seg, data).unwrap();
     assert!(matches!(
-        export(&fx.store, "EU", &filter(None), None),
+        export(&fx.store, &[], "EU", &filter(None), None),
         Err(BundleError::Store(_))
     ));
 }
@@ -1068,6 +1070,7 @@ async fn fuzz_smoke_bundle_reader() {
     let fx = populate().await;
     let bundle = export(
         &fx.store,
+        &[],
         "EU",
         &ExportFilter {
             decrypt: true,
@@ -1119,9 +1122,9 @@ async fn write_fuzz_seeds_when_asked() {
         decrypt: true,
         ..filter(Some(BOB))
     };
-    let b = export(&fx.store, "EU", &f, Some(&fx.keys)).unwrap();
+    let b = export(&fx.store, &[], "EU", &f, Some(&fx.keys)).unwrap();
     fs::write(bun.join("bob-decrypted.json"), serde_json::to_vec(&b).unwrap()).unwrap();
-    let b = export(&fx.store, "EU", &filter(Some("ps:nobody")), None).unwrap();
+    let b = export(&fx.store, &[], "EU", &filter(Some("ps:nobody")), None).unwrap();
     fs::write(bun.join("empty.json"), serde_json::to_vec(&b).unwrap()).unwrap();
 }
 
@@ -1146,7 +1149,7 @@ async fn a_keystore_outage_fails_a_decrypting_export_instead_of_calling_payloads
     };
     let down = Keystore::open_with(&fx._root.path().join("keys"), std::sync::Arc::new(DownKms)).unwrap();
     assert!(matches!(
-        export(&fx.store, "EU", &f, Some(&down)),
+        export(&fx.store, &[], "EU", &f, Some(&down)),
         Err(BundleError::Keystore(AuditError::Io { .. }))
     ));
 }

@@ -104,7 +104,9 @@ pub use record::{
 pub use replica::{ReplicaError, ReplicaReport, ReplicaStatus, Replicator, verify_replica};
 pub use segment::MAX_BODY;
 pub use store::{Ack, AckSource, AuditStore};
-pub use verify::{VerifyOptions, VerifyReport, read_records, verify_store, verify_store_with};
+pub use verify::{
+    VerifyOptions, VerifyReport, read_records, read_verified_records, verify_store, verify_store_with,
+};
 
 #[cfg(test)]
 mod forged_tests;

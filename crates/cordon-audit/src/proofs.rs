@@ -5,7 +5,7 @@
 //! frame bodies); verifying a bundle is O(log n).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -92,8 +92,14 @@ fn leaves_of(dir: &Path, size: u64, want: Option<u64>) -> Result<(Vec<Hash>, Vec
     Ok((leaves, wanted))
 }
 
-fn read_checkpoint(dir: &Path, size: u64) -> Result<(String, Checkpoint), ProofError> {
-    let path = dir.join(tlog::CKPT_DIR).join(tlog::ckpt_name(size));
+/// The signed checkpoint of `size`: the store's own, else a publication target's (`external`).
+fn read_checkpoint(dir: &Path, external: &[PathBuf], size: u64) -> Result<(String, Checkpoint), ProofError> {
+    let name = tlog::ckpt_name(size);
+    let own = dir.join(tlog::CKPT_DIR).join(&name);
+    let path = std::iter::once(own.clone())
+        .chain(external.iter().map(|t| t.join(tlog::CKPT_DIR).join(&name)))
+        .find(|p| p.exists())
+        .unwrap_or(own);
     let text = fs::read_to_string(&path).map_err(io_err(&path))?;
     let vkey_path = dir.join(tlog::VKEY_FILE);
     let vkey = fs::read_to_string(&vkey_path).map_err(io_err(&vkey_path))?;
@@ -124,15 +130,50 @@ fn parse_hashes(hs: &[String]) -> Result<Vec<Hash>, ProofError> {
         .collect()
 }
 
-/// Prove record `index` against the newest local checkpoint (which must cover it).
-pub fn prove_inclusion(dir: &Path, index: u64) -> Result<InclusionBundle, ProofError> {
-    let sizes = tlog::list_checkpoints(dir).map_err(io_err(dir))?;
-    let Some((&size, _)) = sizes.last_key_value().filter(|(s, _)| **s > index) else {
+/// Verify the whole store against its own and the published checkpoints before proving anything
+/// from it: a log rewritten along with its local checkpoints would otherwise prove its own story.
+fn verify_against(dir: &Path, external: &[PathBuf]) -> Result<(), ProofError> {
+    let opts = crate::verify::VerifyOptions {
+        external: external.to_vec(),
+        progress: None,
+    };
+    crate::verify::retry_truncated(|| crate::verify::verify_store_with(dir, &opts))?;
+    Ok(())
+}
+
+/// The newest signed checkpoint of the store or of its publication targets (`external`): its
+/// size and file. The published ones count because a store's own can be deleted by whoever
+/// rewrites it; the published ones are out of its reach.
+pub fn newest_checkpoint(dir: &Path, external: &[PathBuf]) -> Result<Option<(u64, PathBuf)>, ProofError> {
+    let mut newest: Option<(u64, PathBuf)> = None;
+    for place in std::iter::once(dir).chain(external.iter().map(PathBuf::as_path)) {
+        if place != dir && !place.join(tlog::CKPT_DIR).exists() {
+            continue;
+        }
+        let sizes = tlog::list_checkpoints(place).map_err(io_err(place))?;
+        // At equal sizes a published copy wins: it is the one out of a rewriter's reach.
+        if let Some((&size, path)) = sizes.last_key_value()
+            && newest.as_ref().is_none_or(|(n, _)| size >= *n)
+        {
+            newest = Some((size, path.clone()));
+        }
+    }
+    Ok(newest)
+}
+
+/// Prove record `index` against the newest checkpoint, the store's or a publication target's
+/// (`external`), which must cover it.
+pub fn prove_inclusion(dir: &Path, external: &[PathBuf], index: u64) -> Result<InclusionBundle, ProofError> {
+    verify_against(dir, external)?;
+    let Some(size) = newest_checkpoint(dir, external)?
+        .map(|(s, _)| s)
+        .filter(|s| *s > index)
+    else {
         return Err(ProofError::Invalid(format!(
             "no checkpoint covers record {index} yet (it is in the unattested tail)"
         )));
     };
-    let (text, c) = read_checkpoint(dir, size)?;
+    let (text, c) = read_checkpoint(dir, external, size)?;
     let (leaves, body) = leaves_of(dir, size, Some(index))?;
     if merkle::root(&leaves[..size as usize]) != c.root {
         return Err(ProofError::Invalid(format!(
@@ -162,8 +203,13 @@ pub fn inclusion_bundle(
 }
 
 /// Prove that the log at `old_size` is a prefix of the log at `new_size`; both sizes must have a
-/// local checkpoint.
-pub fn prove_consistency(dir: &Path, old_size: u64, new_size: u64) -> Result<ConsistencyBundle, ProofError> {
+/// checkpoint, the store's own or a publication target's (`external`).
+pub fn prove_consistency(
+    dir: &Path,
+    external: &[PathBuf],
+    old_size: u64,
+    new_size: u64,
+) -> Result<ConsistencyBundle, ProofError> {
     if old_size > new_size {
         return Err(MerkleError::SizeOutOfRange {
             old: old_size,
@@ -171,8 +217,9 @@ pub fn prove_consistency(dir: &Path, old_size: u64, new_size: u64) -> Result<Con
         }
         .into());
     }
-    let (old_text, _) = read_checkpoint(dir, old_size)?;
-    let (new_text, new_c) = read_checkpoint(dir, new_size)?;
+    verify_against(dir, external)?;
+    let (old_text, _) = read_checkpoint(dir, external, old_size)?;
+    let (new_text, new_c) = read_checkpoint(dir, external, new_size)?;
     let (leaves, _) = leaves_of(dir, new_size, None)?;
     let leaves = &leaves[..new_size as usize];
     if merkle::root(leaves) != new_c.root {

@@ -17,7 +17,7 @@ use crate::store_tests::{append_n, segments};
 use crate::tlog::{self, CKPT_DIR, LATEST, VKEY_FILE};
 use crate::{
     AuditStore, BreakKind, FileStore, StoreOptions, VerifyOptions, prove_consistency, prove_inclusion,
-    verify_consistency_bundle, verify_inclusion_bundle, verify_store, verify_store_with,
+    read_records, verify_consistency_bundle, verify_inclusion_bundle, verify_store, verify_store_with,
 };
 
 fn opts(every: u64, publish_to: Vec<PathBuf>) -> StoreOptions {
@@ -334,16 +334,16 @@ async fn bundles_verify_offline_and_fail_on_any_change() {
     drop(store);
     assert_eq!(fs::read_to_string(dir.join(VKEY_FILE)).unwrap().trim_end(), vkey);
     assert_eq!(crate::read_verifier_key(&dir).unwrap(), vkey);
-    let b = prove_inclusion(&dir, 37).unwrap();
+    let b = prove_inclusion(&dir, &[], 37).unwrap();
     assert_eq!(b.tree_size, 57);
     // JSON round trip: the bundle is all a verifier needs.
     let json = serde_json::to_string(&b).unwrap();
     let b: crate::InclusionBundle = serde_json::from_str(&json).unwrap();
     verify_inclusion_bundle(&b, &vkey).unwrap();
     for index in [0, 9, 10, 56] {
-        verify_inclusion_bundle(&prove_inclusion(&dir, index).unwrap(), &vkey).unwrap();
+        verify_inclusion_bundle(&prove_inclusion(&dir, &[], index).unwrap(), &vkey).unwrap();
     }
-    assert!(prove_inclusion(&dir, 57).is_err());
+    assert!(prove_inclusion(&dir, &[], 57).is_err());
     // Any byte of the leaf, the path or the checkpoint changed: refused.
     let leaf = B64.decode(&b.leaf).unwrap();
     for i in [0, 10, leaf.len() / 2, leaf.len() - 1] {
@@ -382,12 +382,15 @@ async fn bundles_verify_offline_and_fail_on_any_change() {
         .to_string();
     assert!(verify_inclusion_bundle(&b, &other).is_err());
 
-    let c = prove_consistency(&dir, 20, 57).unwrap();
+    let c = prove_consistency(&dir, &[], 20, 57).unwrap();
     let c: crate::ConsistencyBundle = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
     verify_consistency_bundle(&c, &vkey).unwrap();
-    verify_consistency_bundle(&prove_consistency(&dir, 10, 20).unwrap(), &vkey).unwrap();
-    verify_consistency_bundle(&prove_consistency(&dir, 50, 50).unwrap(), &vkey).unwrap();
-    assert!(prove_consistency(&dir, 21, 57).is_err(), "no checkpoint at 21");
+    verify_consistency_bundle(&prove_consistency(&dir, &[], 10, 20).unwrap(), &vkey).unwrap();
+    verify_consistency_bundle(&prove_consistency(&dir, &[], 50, 50).unwrap(), &vkey).unwrap();
+    assert!(
+        prove_consistency(&dir, &[], 21, 57).is_err(),
+        "no checkpoint at 21"
+    );
     for k in 0..c.proof.len() {
         let mut t = c.clone();
         let mut h = B64.decode(&t.proof[k]).unwrap();
@@ -604,4 +607,52 @@ async fn witness_hook_receives_checkpoints_and_failures_never_block_appends() {
     }
     assert!(failing.checkpoint_stats().written >= 1);
     append_n(&failing, 3).await;
+}
+
+/// A log rewritten as a whole with the store's own key (its records, chain and local checkpoints
+/// all consistent) is still a different log from the one published: showing, proving and
+/// exporting it checks the published checkpoints too, as `verify` does.
+#[tokio::test]
+async fn a_rewritten_log_is_not_shown_proved_or_exported_against_its_published_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let target = tmp.path().join("replica-EU");
+    let store = FileStore::open(&dir, opts(5, vec![target.clone()])).unwrap();
+    append_n(&store, 10).await;
+    drop(store);
+    // Rewrite: the same key and origin, other records, its own checkpoints; no publication.
+    let orig = tmp.path().join("EU-orig");
+    fs::rename(&dir, &orig).unwrap();
+    fs::create_dir(&dir).unwrap();
+    for f in [tlog::KEY_FILE, tlog::VKEY_FILE] {
+        fs::copy(orig.join(f), dir.join(f)).unwrap();
+    }
+    let store = FileStore::open(&dir, opts(5, Vec::new())).unwrap();
+    for n in 100..110 {
+        store.append(&sample_decision(n)).unwrap().await.unwrap();
+    }
+    drop(store);
+    // On its own, the rewritten store is a valid log.
+    verify_store(&dir).unwrap();
+    assert_eq!(read_records(&dir).unwrap().len(), 10);
+    prove_inclusion(&dir, &[], 3).unwrap();
+    let f = crate::bundle::ExportFilter {
+        subject: None,
+        from: None,
+        to: None,
+        decrypt: false,
+    };
+    crate::bundle::export(&dir, &[], "EU", &f, None).unwrap();
+    // Against what it published, it is not.
+    let published = [target.clone()];
+    let mismatch = |e: &dyn std::fmt::Display| {
+        let m = e.to_string();
+        assert!(m.contains("checkpoint mismatch"), "{m}");
+    };
+    mismatch(&crate::read_verified_records(&dir, &external(&target)).unwrap_err());
+    mismatch(&prove_inclusion(&dir, &published, 3).unwrap_err());
+    mismatch(&prove_consistency(&dir, &published, 5, 10).unwrap_err());
+    mismatch(&crate::bundle::export(&dir, &published, "EU", &f, None).unwrap_err());
+    // The original still proves against the published checkpoints.
+    prove_inclusion(&orig, &published, 3).unwrap();
 }

@@ -323,11 +323,39 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
     Ok(claims)
 }
 
-/// Every record with its index, after verifying the store exactly as [`verify_store`] does.
+/// Every record with its index, after checking framing, checksums, records and the hash chain as
+/// [`verify_store`] does, but not the Merkle tree against the checkpoints: a record rewritten
+/// with its chain rebuilt passes here. For what is shown to a person as the log, use
+/// [`read_verified_records`].
 pub fn read_records(dir: &Path) -> Result<Vec<(u64, Record)>, VerifyError> {
     let mut out = Vec::new();
     walk(dir, None, parse_record, |i, rec, _| out.push((i, rec)), None)?;
     Ok(out)
+}
+
+/// Every record with its index, after verifying the whole store with `opts` (its checkpoints and
+/// markers, local and published) exactly as [`verify_store_with`] does.
+pub fn read_verified_records(
+    dir: &Path,
+    opts: &VerifyOptions<'_>,
+) -> Result<Vec<(u64, Record)>, VerifyError> {
+    verify_store_with(dir, opts)?;
+    read_records(dir)
+}
+
+/// Run `f` again (up to three times) when it finds a truncated frame: on a store that is being
+/// written, a verifier may read the in-flight batch half-written.
+pub(crate) fn retry_truncated<T>(mut f: impl FnMut() -> Result<T, VerifyError>) -> Result<T, VerifyError> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if tries < 3 && matches!(e.kind(), Some(BreakKind::Truncated)) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Every frame body (the Merkle leaf data), after verifying the chain.

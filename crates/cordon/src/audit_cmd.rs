@@ -638,12 +638,12 @@ fn prove(
     };
     let json = match (index, decision_id, consistency) {
         (_, _, Some([old, new])) => {
-            let b = cordon_audit::prove_consistency(&dir, *old, *new)?;
+            let b = cordon_audit::prove_consistency(&dir, &store.external, *old, *new)?;
             let vkey = cordon_audit::read_verifier_key(&dir)?;
             cordon_audit::verify_consistency_bundle(&b, &vkey)?;
             serde_json::to_string_pretty(&serde_json::json!({ "verifier_key": vkey, "consistency": b }))?
         }
-        (Some(i), _, _) => inclusion(&dir, i)?,
+        (Some(i), _, _) => inclusion(&dir, &store.external, i)?,
         (None, Some(id), _) => {
             let found = read_records(&dir)?.into_iter().find_map(|(i, r)| match r {
                 Record::Decision(d) if d.decision_id.to_string() == id => Some(i),
@@ -652,7 +652,7 @@ fn prove(
             let Some(i) = found else {
                 bail!("decision {id} is not in the {jurisdiction} store")
             };
-            inclusion(&dir, i)?
+            inclusion(&dir, &store.external, i)?
         }
         _ => bail!("give --index, --decision-id or --consistency OLD NEW"),
     };
@@ -660,8 +660,8 @@ fn prove(
     Ok(ExitCode::SUCCESS)
 }
 
-fn inclusion(dir: &std::path::Path, index: u64) -> Result<String> {
-    let b = cordon_audit::prove_inclusion(dir, index)?;
+fn inclusion(dir: &std::path::Path, external: &[std::path::PathBuf], index: u64) -> Result<String> {
+    let b = cordon_audit::prove_inclusion(dir, external, index)?;
     let vkey = cordon_audit::read_verifier_key(dir)?;
     cordon_audit::verify_inclusion_bundle(&b, &vkey)?;
     let out = serde_json::json!({ "verifier_key": vkey, "inclusion": b });
@@ -672,7 +672,14 @@ fn show(w: &Where, jurisdiction: &str, json: bool, chain: Option<&str>) -> Resul
     let store = find_store(w, jurisdiction)?;
     let records = match &store.key {
         StoreKey::Dir(_) if chain.is_some() => bail!("--chain is for PostgreSQL stores"),
-        StoreKey::Dir(path) => read_records(path)?,
+        // Verified first, against the published checkpoints too: what is shown is the log.
+        StoreKey::Dir(path) => cordon_audit::read_verified_records(
+            path,
+            &VerifyOptions {
+                external: store.external.clone(),
+                progress: None,
+            },
+        )?,
         StoreKey::Postgres { url, chain: own } => {
             let parsed = cordon_audit_pg::parse_store_url(url)?;
             block_on(cordon_audit_pg::read_chain_records(
@@ -793,7 +800,9 @@ fn export(
     let ks = if f.decrypt { Some(keystore(w)?) } else { None };
     let bundle = match &store.key {
         StoreKey::Dir(_) if chain.is_some() => bail!("--chain is for PostgreSQL stores"),
-        StoreKey::Dir(dir) => cordon_audit::bundle::export(dir, jurisdiction, &filter, ks.as_ref())?,
+        StoreKey::Dir(dir) => {
+            cordon_audit::bundle::export(dir, &store.external, jurisdiction, &filter, ks.as_ref())?
+        }
         StoreKey::Postgres { url, chain: own } => {
             let parsed = cordon_audit_pg::parse_store_url(url)?;
             let chain = chain.or(parsed.chain_id.as_deref()).unwrap_or(own);
