@@ -11,64 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cordon_audit::{
-    AuditStore, CompletionRecord, DecisionRecord, FileStore, Latency, Outcome, RECORD_VERSION, Record,
-    StoreOptions, digest, new_decision_id, now_rfc3339_micros, verify_store,
-};
-
-fn decision(n: u64) -> DecisionRecord {
-    DecisionRecord {
-        v: RECORD_VERSION,
-        decision_id: new_decision_id(),
-        ts: now_rfc3339_micros(),
-        gateway_id: "gw-1".into(),
-        gateway_region: Some("eu-central-1".into()),
-        policy_version: "sha256:0123456789abcdef".into(),
-        subject: Some(format!("ps:{n:032x}")),
-        caller: None,
-        data_subject_jurisdiction: Some("EU".into()),
-        data_subject_country: None,
-        residency_source: None,
-        request_origin_region: None,
-        tier: Some(1),
-        tier_declared: None,
-        operation: "chat".into(),
-        model: Some("m".into()),
-        outcome: Outcome::Allowed,
-        reason: None,
-        reasons: vec![],
-        model_endpoint: Some("eu-1".into()),
-        provider: Some("echo".into()),
-        operator: None,
-        processing_regions: vec!["eu-central-1".into()],
-        processing_jurisdictions: vec!["EU".into()],
-        transfer_mechanism: None,
-        transfer_reference: None,
-        audit_storage_region: Some("eu-central-1".into()),
-        payload: digest(&n.to_le_bytes()),
-        pii: None,
-    }
-}
-
-fn completion() -> CompletionRecord {
-    CompletionRecord {
-        v: RECORD_VERSION,
-        decision_id: new_decision_id(),
-        ts: now_rfc3339_micros(),
-        status: 200,
-        model_endpoint: Some("eu-1".into()),
-        processing_regions: vec!["eu-central-1".into()],
-        attempts: 1,
-        latency_ms: Latency {
-            total: 12.5,
-            upstream: 11.0,
-        },
-        usage: None,
-        stream: false,
-        error: None,
-        processing_evidence: None,
-    }
-}
+use cordon_audit::testing::{bench_completion, bench_decision};
+use cordon_audit::{AuditStore, FileStore, Record, StoreOptions, verify_store};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -95,9 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     handles.push(tokio::spawn(async move {
                         for k in (w..n).step_by(writers as usize) {
                             let rec = if mixed && k % 2 == 0 {
-                                Record::Decision(decision(k))
+                                Record::Decision(bench_decision(k))
                             } else {
-                                Record::Completion(completion())
+                                Record::Completion(bench_completion())
                             };
                             store.append(&rec)?.await?;
                         }

@@ -68,6 +68,7 @@ mod proofs;
 mod pseudonym;
 mod publisher;
 mod record;
+mod record_check;
 mod record_json;
 pub mod replica;
 mod segment;

@@ -188,15 +188,10 @@ fn string(o: &mut Vec<u8>, s: &str) -> Result<(), serde_json::Error> {
 /// classic "has a byte less than n / equal to c" word tests, exact as a yes/no (a byte of 0x80 or
 /// more never raises a flag by itself).
 fn needs_escape(b: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let has_less = |x: u64, n: u8| x.wrapping_sub(LO * u64::from(n)) & !x & HI != 0;
-    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
     let mut words = b.chunks_exact(8);
     for w in &mut words {
         let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if has_less(x, 0x20) || has_zero(x ^ (LO * u64::from(b'"'))) || has_zero(x ^ (LO * u64::from(b'\\')))
-        {
+        if escape_flags(x) != 0 {
             return true;
         }
     }
@@ -204,6 +199,19 @@ fn needs_escape(b: &[u8]) -> bool {
         .remainder()
         .iter()
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
+/// The bytes of the word `x` (eight bytes, little-endian) that JSON must escape, each flagged by
+/// its high bit: the classic "has a byte less than n / equal to c" word tests. A byte of 0x80 or
+/// more never raises a flag by itself, and a flag can be wrong only above a right one (a borrow
+/// from a flagged byte): the lowest flag is exact, so `trailing_zeros() / 8` is the position of
+/// the first such byte ([`crate::record_check`] relies on that).
+pub(crate) fn escape_flags(x: u64) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let less = |x: u64, n: u8| x.wrapping_sub(LO * u64::from(n)) & !x & HI;
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    less(x, 0x20) | zero(x ^ (LO * u64::from(b'"'))) | zero(x ^ (LO * u64::from(b'\\')))
 }
 
 fn opt_string(o: &mut Vec<u8>, s: Option<&str>) -> Result<(), serde_json::Error> {
@@ -251,7 +259,7 @@ fn nested<T: Serialize>(o: &mut Vec<u8>, v: &T) -> Result<(), serde_json::Error>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use crate::record::{CallerRecord, Evidence, Latency, Payload};
@@ -260,20 +268,20 @@ mod tests {
     use super::*;
 
     /// A small deterministic generator (no dependency): varied strings, options and lists.
-    struct Gen(u64);
+    pub(crate) struct Gen(pub(crate) u64);
 
     impl Gen {
-        fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 = self
                 .0
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             self.0 >> 33
         }
-        fn pick(&mut self, n: u64) -> u64 {
+        pub(crate) fn pick(&mut self, n: u64) -> u64 {
             self.next() % n
         }
-        fn string(&mut self) -> String {
+        pub(crate) fn string(&mut self) -> String {
             const PARTS: &[&str] = &[
                 "",
                 "eu-central-1",
@@ -304,7 +312,7 @@ mod tests {
         }
     }
 
-    fn varied_decision(g: &mut Gen) -> Record {
+    pub(crate) fn varied_decision(g: &mut Gen) -> Record {
         let Record::Decision(mut d) = sample_decision(g.next()) else {
             unreachable!()
         };
@@ -360,7 +368,7 @@ mod tests {
         Record::Decision(d)
     }
 
-    fn varied_completion(g: &mut Gen) -> Record {
+    pub(crate) fn varied_completion(g: &mut Gen) -> Record {
         let Record::Completion(mut c) = sample_completion() else {
             unreachable!()
         };
@@ -405,7 +413,7 @@ mod tests {
         }
     }
 
-    fn has_nan(r: &Record) -> bool {
+    pub(crate) fn has_nan(r: &Record) -> bool {
         matches!(r, Record::Completion(c) if c.latency_ms.total.is_nan() || c.latency_ms.upstream.is_nan())
     }
 

@@ -68,3 +68,60 @@ pub fn sample_completion() -> Record {
         }),
     })
 }
+
+/// The decision record `examples/verify_speed` writes (`RECORDS=mixed`) for request number `n`:
+/// no caller, no PII counts, a digest payload.
+pub fn bench_decision(n: u64) -> DecisionRecord {
+    DecisionRecord {
+        v: RECORD_VERSION,
+        decision_id: new_decision_id(),
+        ts: now_rfc3339_micros(),
+        gateway_id: "gw-1".into(),
+        gateway_region: Some("eu-central-1".into()),
+        policy_version: "sha256:0123456789abcdef".into(),
+        subject: Some(format!("ps:{n:032x}")),
+        caller: None,
+        data_subject_jurisdiction: Some("EU".into()),
+        data_subject_country: None,
+        residency_source: None,
+        request_origin_region: None,
+        tier: Some(1),
+        tier_declared: None,
+        operation: "chat".into(),
+        model: Some("m".into()),
+        outcome: Outcome::Allowed,
+        reason: None,
+        reasons: vec![],
+        model_endpoint: Some("eu-1".into()),
+        provider: Some("echo".into()),
+        operator: None,
+        processing_regions: vec!["eu-central-1".into()],
+        processing_jurisdictions: vec!["EU".into()],
+        transfer_mechanism: None,
+        transfer_reference: None,
+        audit_storage_region: Some("eu-central-1".into()),
+        payload: digest(&n.to_le_bytes()),
+        pii: None,
+    }
+}
+
+/// The completion record `examples/verify_speed` writes: no usage, no evidence.
+pub fn bench_completion() -> CompletionRecord {
+    CompletionRecord {
+        v: RECORD_VERSION,
+        decision_id: new_decision_id(),
+        ts: now_rfc3339_micros(),
+        status: 200,
+        model_endpoint: Some("eu-1".into()),
+        processing_regions: vec!["eu-central-1".into()],
+        attempts: 1,
+        latency_ms: Latency {
+            total: 12.5,
+            upstream: 11.0,
+        },
+        usage: None,
+        stream: false,
+        error: None,
+        processing_evidence: None,
+    }
+}

@@ -24,6 +24,7 @@ use crate::marker;
 use crate::merkle::{Frontier, Hash, Subtrees};
 use crate::note::NoteVerifier;
 use crate::record::{CallerRecord, Evidence, Latency, Outcome, Payload, Record};
+use crate::record_check;
 use crate::segment::{self, Fault, ZERO_HASH};
 use crate::tlog;
 
@@ -367,7 +368,7 @@ pub(crate) fn read_bodies(dir: &Path, mut visit: impl FnMut(u64, &[u8])) -> Resu
 /// Parse a record. The writer puts `kind` first, so the variant can be deserialized directly
 /// (much faster than serde's buffering of internally tagged enums); anything else takes the
 /// general path, which also produces the error.
-fn parse_record(rec: &[u8]) -> Result<Record, String> {
+pub(crate) fn parse_record(rec: &[u8]) -> Result<Record, String> {
     if rec.starts_with(br#"{"kind":"decision","#)
         && let Ok(d) = serde_json::from_slice(rec)
     {
@@ -383,6 +384,9 @@ fn parse_record(rec: &[u8]) -> Result<Record, String> {
 
 /// Validate a record fully, keep only its kind.
 ///
+/// Fastest path: a record in the writer's exact form is checked without serde
+/// ([`record_check::canonical_kind`], which accepts only what [`parse_record`] accepts).
+///
 /// Fast path: the borrowed twins below ([`DecisionCheck`], [`CompletionCheck`]) accept a subset of
 /// what [`parse_record`] accepts (the same fields and types, but strings must be unescaped to be
 /// borrowed), without allocating a string per field. Whatever they do not accept goes through
@@ -393,8 +397,11 @@ fn parse_record(rec: &[u8]) -> Result<Record, String> {
 /// does not validate each string again. That accepts the same records: a byte sequence that is
 /// not UTF-8 is either inside a string (which the full parse rejects) or a syntax error, and such
 /// a record is declined here and left to the full parse.
-fn parse_kind(rec: &[u8]) -> Result<bool, String> {
+pub(crate) fn parse_kind(rec: &[u8]) -> Result<bool, String> {
     if let Ok(text) = std::str::from_utf8(rec) {
+        if let Some(is_decision) = record_check::canonical_kind(text) {
+            return Ok(is_decision);
+        }
         if text.starts_with(r#"{"kind":"decision","#)
             && serde_json::from_str::<DecisionCheck<'_>>(text).is_ok()
         {
