@@ -44,9 +44,11 @@ use crate::url::{checked_ident, parse_store_url, redact_config};
 pub enum PgBreakKind {
     #[error("modified: the body does not match the row's stored entry/leaf hash")]
     Modified,
+    /// Reported at the first row that may be bad: the next row's link is not this row's entry
+    /// hash (or, at index 0, its own link is not zero).
     #[error(
-        "hash chain broken: the body's prev is not the entry hash of the record before it \
-         (that record was rewritten along with its hashes, or this link was)"
+        "hash chain broken after this record: the next record's prev is not this record's entry \
+         hash (this record was rewritten along with its hashes, or the next one's link was)"
     )]
     BrokenLink,
     #[error("removed: expected record {expected}, the next row is {found}")]
@@ -178,7 +180,7 @@ impl fmt::Display for PgVerifyReport {
         }
         write!(
             f,
-            "  root over all chains (leaves by chain_id, idx): {}",
+            "  root over all chains (leaves by chain_id, idx; computed here, not signed): {}",
             self.root
         )
     }
@@ -495,7 +497,9 @@ async fn verify_in(
                 return Err(broken(expected, PgBreakKind::Modified));
             }
             if env.prev != head {
-                return Err(broken(expected, PgBreakKind::BrokenLink));
+                // Reported at the first row that may be bad: the one before (its body and hashes
+                // rewritten together, the usual case), unless there is none.
+                return Err(broken(expected.saturating_sub(1), PgBreakKind::BrokenLink));
             }
             let rec: Record = serde_json::from_slice(env.rec).map_err(|e| {
                 broken(

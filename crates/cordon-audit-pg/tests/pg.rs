@@ -283,7 +283,7 @@ async fn tampering_is_named_by_chain_index_and_kind() {
     let (chain, index, kind) = broken(db.verify().await.unwrap_err());
     assert_eq!(
         (chain.as_str(), index, kind),
-        ("gw-a", 7, PgBreakKind::BrokenLink)
+        ("gw-a", 6, PgBreakKind::BrokenLink)
     );
 
     // 3. Swap two rows' contents: the row at 2 holds record 3's body.

@@ -106,9 +106,12 @@ pub enum BreakKind {
     BadCrc,
     #[error("not a valid record: {detail}")]
     BadJson { detail: String },
+    /// The hash chain breaks after this record: the next record's link is not this record's
+    /// hash. Reported at the first record that may be bad (a rewritten body is the usual cause;
+    /// a rewritten link in the next record looks the same). At index 0: its own link is not zero.
     #[error(
-        "hash chain broken: this record does not link to the hash of the one before it \
-         (that record, or this link, was modified)"
+        "modified: the hash chain breaks at this record (its bytes were changed, or the link to it \
+         in the next record was)"
     )]
     Modified,
     /// Record `expected` is missing: the next one found is `found`, and `expected` does not appear
@@ -127,8 +130,8 @@ pub enum BreakKind {
     )]
     CheckpointMismatch { size: u64 },
     #[error(
-        "records removed from the end: a signed checkpoint attests {published_size} records, the \
-         store holds {found}"
+        "records removed: a signed checkpoint attests {published_size} records, the store holds \
+         {found} (the newest were removed, or records were removed and the chain rebuilt)"
     )]
     RemovedTail { published_size: u64, found: u64 },
     #[error("bad checkpoint: {detail}")]

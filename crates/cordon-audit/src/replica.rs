@@ -994,6 +994,8 @@ struct Walker {
     name: String,
     index: u64,
     head: [u8; 32],
+    /// Segment name and offset of the last record that passed (where a broken link points).
+    last: (String, usize),
 }
 
 impl Walker {
@@ -1014,6 +1016,7 @@ impl Walker {
             name: String::new(),
             index: 0,
             head: ZERO_HASH,
+            last: (String::new(), 0),
         })
     }
 
@@ -1088,12 +1091,26 @@ impl Walker {
             ));
         }
         if prev != self.head {
-            return Err(self.broken(at, BreakKind::Modified));
+            // The first record that may be bad is the one before (see `verify::walk`).
+            return Err(match self.index.checked_sub(1) {
+                Some(index) => VerifyError::Broken {
+                    store: self.dir.clone(),
+                    segment: self.last.0.clone(),
+                    offset: self.last.1 as u64,
+                    index,
+                    kind: BreakKind::Modified,
+                },
+                None => self.broken(at, BreakKind::Modified),
+            });
         }
         let body = &self.data[at + HEADER..end];
         let (head, leaf) = segment::entry_and_leaf_hash(&prev, body);
         self.head = head;
         self.first_in_seg = false;
+        if self.last.0 != self.name {
+            self.last.0.clone_from(&self.name);
+        }
+        self.last.1 = at;
         self.pos = end;
         self.index += 1;
         Ok(Some((at as u64, leaf)))

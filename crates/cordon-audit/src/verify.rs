@@ -137,7 +137,12 @@ pub fn verify_store_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<VerifyR
         kind,
     };
     if let Some((size, file)) = mismatch {
-        return Err(ckpt_err(&file, size, BreakKind::CheckpointMismatch { size }));
+        // At the last record the checkpoint covers: one of records 0..size differs from it.
+        return Err(ckpt_err(
+            &file,
+            size.saturating_sub(1),
+            BreakKind::CheckpointMismatch { size },
+        ));
     }
     if let Some((&size, cs)) = claims.last_key_value()
         && size > report.records
@@ -255,6 +260,7 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
     for (size, p) in tlog::list_checkpoints(dir).map_err(io_err(dir))? {
         files.push((Some(size), p));
     }
+    let own = files.len();
     for t in external {
         if !t.is_dir() {
             return Err(io_err(t)(std::io::Error::new(
@@ -262,12 +268,23 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
                 "publication target is not a directory",
             )));
         }
+        let before = files.len();
         let latest = t.join(tlog::LATEST);
         if latest.exists() {
             files.push((None, latest));
         }
         for (size, p) in tlog::list_checkpoints(t).map_err(io_err(t))? {
             files.push((Some(size), p));
+        }
+        // A store that signs checkpoints publishes each: a target holding none was emptied (or
+        // is not this store's), and checking against it would check nothing.
+        if own > 0 && files.len() == before {
+            return Err(bad(
+                t,
+                "the publication target holds none of the store's checkpoints (emptied, or not \
+                 this store's target)"
+                    .into(),
+            ));
         }
     }
     let mut claims: BTreeMap<u64, Vec<Claim>> = BTreeMap::new();
@@ -666,6 +683,8 @@ fn walk<T: Send>(
     let mut data = Vec::new();
     let mut next = Vec::new();
     let mut frames = Vec::new();
+    // (segment number, offset) of the last record that passed: where a broken link points.
+    let mut last: (usize, usize) = (0, 0);
     if let Some((_, path)) = segs.first() {
         read(path, &mut data).map_err(io_err(path))?;
     }
@@ -727,12 +746,30 @@ fn walk<T: Send>(
                     }
                     first = false;
                     if prev != head {
-                        return Err(broken(item.offset, expected, BreakKind::Modified));
+                        // Record `expected` does not link to its predecessor's hash: the first
+                        // record that may be bad is the predecessor (whose body a forger
+                        // rewrote, the usual case), unless there is none.
+                        let Some(before) = expected.checked_sub(1) else {
+                            return Err(broken(item.offset, expected, BreakKind::Modified));
+                        };
+                        let segment = segs
+                            .get(last.0)
+                            .and_then(|(_, p)| p.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        return Err(VerifyError::Broken {
+                            store: dir.to_path_buf(),
+                            segment,
+                            offset: last.1 as u64,
+                            index: before,
+                            kind: BreakKind::Modified,
+                        });
                     }
                     let rec = item
                         .rec
                         .map_err(|detail| broken(item.offset, expected, BreakKind::BadJson { detail }))?;
                     head = item.entry;
+                    last = (k, item.offset);
                     visit(expected, rec, body);
                     expected += 1;
                     Ok(())

@@ -154,6 +154,12 @@ pub(crate) fn static_checks(file: &PolicyFile, world: &World, diags: &mut Vec<Di
                 "publish and checkpoint_key are for PostgreSQL stores; a directory store publishes its checkpoints to its replica",
             ));
         }
+        if store.path.is_some() && store.replica.is_none() && !file.gateway.development {
+            diags.push(Diagnostic::warning(
+                &at,
+                "no replica: the store's signed checkpoints and close markers stay on this disk, so whoever can rewrite it can also rewrite them, and tampering is not evident from outside",
+            ));
+        }
         if store.postgres.is_some() && store.publish.is_none() {
             diags.push(Diagnostic::warning(
                 &at,
@@ -345,6 +351,13 @@ impl Policy {
                     ),
                 ));
             }
+        }
+        if self.file.audit.root.is_some() && !self.file.gateway.development {
+            out.push(Diagnostic::warning(
+                "audit.root",
+                "root stores have no replica: their signed checkpoints and close markers stay on this disk, so \
+                 tampering by whoever can rewrite it is not evident from outside; declare audit.stores with a replica",
+            ));
         }
         // Parity gaps: a model a served jurisdiction uses, with no permitted endpoint there.
         for j in self.served_jurisdictions() {

@@ -104,7 +104,7 @@ pub enum Command {
     },
     /// Verify an exported bundle offline and print a readable summary: every record is in the
     /// signed log and every decrypted payload is its record's plaintext (not: that no record was
-    /// left out). Exit 1 if it fails.
+    /// left out). Also checks a proof `prove` printed. Exit 1 if it fails.
     VerifyBundle {
         file: PathBuf,
         /// The store's verifier key obtained separately (else the key inside the bundle is used).
@@ -824,7 +824,55 @@ fn export(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A proof printed by `cordon audit prove`: `{"verifier_key": …, "inclusion" | "consistency": …}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrintedProof {
+    verifier_key: String,
+    inclusion: Option<cordon_audit::InclusionBundle>,
+    consistency: Option<cordon_audit::ConsistencyBundle>,
+}
+
+/// Check a proof `cordon audit prove` printed, against `vkey` (else the key it carries). `None`:
+/// the file is not such a proof (then it is read as a bundle).
+fn verify_printed_proof(file: &std::path::Path, vkey: Option<&str>) -> Option<Result<String, String>> {
+    let bytes = std::fs::read(file).ok()?;
+    let p: PrintedProof = serde_json::from_slice(&bytes).ok()?;
+    let key = vkey.unwrap_or(&p.verifier_key);
+    Some(match (&p.inclusion, &p.consistency) {
+        (Some(b), None) => cordon_audit::verify_inclusion_bundle(b, key)
+            .map(|()| {
+                format!(
+                    "proof OK: record {} is in the log of {} records under the signed checkpoint",
+                    b.index, b.tree_size
+                )
+            })
+            .map_err(|e| e.to_string()),
+        (None, Some(b)) => cordon_audit::verify_consistency_bundle(b, key)
+            .map(|()| {
+                format!(
+                    "proof OK: the log at {} records is a prefix of the log at {} records (both checkpoints signed)",
+                    b.old_size, b.new_size
+                )
+            })
+            .map_err(|e| e.to_string()),
+        _ => Err("a proof holds exactly one of inclusion and consistency".into()),
+    })
+}
+
 fn verify_bundle(file: &std::path::Path, vkey: Option<&str>) -> Result<ExitCode> {
+    if let Some(checked) = verify_printed_proof(file, vkey) {
+        return Ok(match checked {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("FAIL: {}: {e}", file.display());
+                ExitCode::from(1)
+            }
+        });
+    }
     let bundle = match cordon_audit::bundle::read_bundle(file) {
         Ok(b) => b,
         Err(e) => {
@@ -849,6 +897,18 @@ fn verify_bundle(file: &std::path::Path, vkey: Option<&str>) -> Result<ExitCode>
 }
 
 fn shred(w: &Where, inputs: &[String], jurisdiction: &str) -> Result<ExitCode> {
+    // A typo must not pass for an erasure: the jurisdiction must be one Cordon knows.
+    let known = crate::policy_cmd::load(w.config.as_deref())?.world.jurisdictions;
+    if !jurisdiction
+        .parse::<cordon_types::Jurisdiction>()
+        .is_ok_and(|j| known.contains_key(&j))
+    {
+        let names: Vec<String> = known.keys().map(|j| j.to_string()).collect();
+        bail!(
+            "unknown jurisdiction {jurisdiction:?} (known: {})",
+            names.join(", ")
+        );
+    }
     let keys = w.data.data_dir.join("keys");
     let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
     let keystore = keystore(w)?;
@@ -866,7 +926,12 @@ fn shred(w: &Where, inputs: &[String], jurisdiction: &str) -> Result<ExitCode> {
         }
     }
     if shredded == 0 {
-        println!("no data key for this subject in {jurisdiction}: nothing to shred");
+        // Exit 1: an erasure request that erased nothing must not look like one that did.
+        println!(
+            "nothing to shred: no data key for this subject in {jurisdiction} (already shredded, no sealed \
+             payload was ever written for them, or another subject id or issuer)"
+        );
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -114,6 +114,18 @@ audit:
         cordon_audit::verify_inclusion_bundle(&forged, vkey).is_err(),
         "a moved leaf must not verify"
     );
+    // The CLI checks a printed proof too (what a regulator runs), and refuses a moved leaf.
+    let proof_file = data.join("proof.json");
+    std::fs::write(&proof_file, &out).unwrap();
+    let (code, checked) = cli(&["audit", "verify-bundle", proof_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{checked}");
+    assert!(checked.contains("proof OK: record"), "{checked}");
+    let mut moved = proof.clone();
+    moved["inclusion"]["index"] = serde_json::json!(bundle.index + 1);
+    std::fs::write(&proof_file, moved.to_string()).unwrap();
+    let (code, checked) = cli(&["audit", "verify-bundle", proof_file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{checked}");
+    assert!(checked.contains("FAIL"), "{checked}");
 
     // Dropping the newest records is caught against the checkpoint published to the replica.
     drop(gw);

@@ -60,8 +60,21 @@ async fn shred_erases_one_subject_and_keeps_the_log_verifiable() {
         "--data-dir",
         dir,
     ]);
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 1, "an erasure that erased nothing is not a success: {out}");
     assert!(out.contains("nothing to shred"), "{out}");
+    // Nor is a jurisdiction Cordon does not know.
+    let (code, out) = cli(&[
+        "audit",
+        "shred",
+        "--subject",
+        "alice",
+        "--jurisdiction",
+        "XX",
+        "--data-dir",
+        dir,
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("unknown jurisdiction"), "{out}");
     let untouched = Keystore::open(&keys, master).unwrap();
     assert_eq!(readable(&untouched), [true, true]);
     drop(untouched);
