@@ -387,26 +387,10 @@ impl PgStore {
     }
 
     /// Cover every record committed so far with a signed checkpoint (in the table and handed to
-    /// the publisher), then wait up to `timeout` for the publisher to publish it. For shutdown:
-    /// the gateway calls it before its runtime stops. `false` if it did not finish in time (or the
-    /// store signs no checkpoints' publication and the writer has stopped).
+    /// the publisher), then wait up to `timeout` for the publisher to publish it. `false` if it did
+    /// not finish in time (or the writer has stopped).
     pub async fn checkpoint_now(&self, timeout: Duration) -> bool {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Checkpoint(done)).is_err() {
-            return false;
-        }
-        if tokio::time::timeout(timeout, wait)
-            .await
-            .map_or(true, |r| r.is_err())
-        {
-            return false;
-        }
-        let Some(publisher) = self.shared.ckpt.publisher.get().cloned() else {
-            return true;
-        };
-        tokio::task::spawn_blocking(move || publisher.flush(timeout))
-            .await
-            .unwrap_or(false)
+        self.ask_and_flush(Msg::Checkpoint, timeout).await
     }
 
     /// A clean stop while others may still hold the store (the gateway's shutdown): the writer
@@ -414,8 +398,14 @@ impl PgStore {
     /// ends (appends fail from then on); then wait up to `timeout` for the checkpoint's
     /// publication. `false` if that did not finish in time.
     pub async fn shut_down(&self, timeout: Duration) -> bool {
+        self.ask_and_flush(Msg::Close, timeout).await
+    }
+
+    /// Send the writer `msg` and wait up to `timeout` for its answer, then as long again for the
+    /// publisher to publish what it was handed.
+    async fn ask_and_flush(&self, msg: fn(oneshot::Sender<()>) -> Msg, timeout: Duration) -> bool {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Close(done)).is_err() {
+        if self.tx.send(msg(done)).is_err() {
             return false;
         }
         if tokio::time::timeout(timeout, wait)

@@ -91,6 +91,16 @@ impl TestDb {
         .await
     }
 
+    /// Close/open markers in the table, all chains.
+    async fn marker_rows(&self) -> i64 {
+        let s = &self.schema;
+        self.admin
+            .query_one(&format!("SELECT count(*) FROM \"{s}\".markers"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     async fn tamper(&self, sql: &str) {
         common::tamper(&self.admin, &self.schema, sql).await;
     }
@@ -615,12 +625,7 @@ async fn rows_inserted_after_a_clean_shutdown_are_named_forged_not_adopted() {
     store.close().await;
     let report = db.verify(true).await.unwrap();
     assert_eq!(report.records, 5);
-    let markers: i64 = db
-        .admin
-        .query_one(&format!("SELECT count(*) FROM \"{s}\".markers"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let markers = db.marker_rows().await;
     assert_eq!(markers, 3, "closed, opened, closed");
     let published = std::fs::read_dir(db.target.path().join("gw-a").join("markers"))
         .unwrap()
@@ -674,12 +679,7 @@ async fn a_crash_tail_is_adopted_and_a_bad_marker_is_named() {
         .await
         .unwrap();
     drop(store);
-    let markers: i64 = db
-        .admin
-        .query_one(&format!("SELECT count(*) FROM \"{s}\".markers"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let markers = db.marker_rows().await;
     assert_eq!(markers, 0, "no close marker after a crash");
     // Rows after a crash are kept (they may be acknowledged records) and signed at the restart.
     insert_linked_row(&db.admin, s, "gw-a", 3, &report.chains[0].head_hash).await;

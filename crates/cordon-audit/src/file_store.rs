@@ -63,7 +63,7 @@ pub struct StoreOptions {
     /// first open — a development default; production keeps the key outside the store.
     pub checkpoint_key: Option<PathBuf>,
     /// The checkpoint origin and key name. `None`: the one in `<store>/checkpoint.vkey`, or for a
-    /// new store `cordon/<parent dir name>/<store dir name>`.
+    /// new store `cordon/<parent dir name>/<store dir name>/<8 random hex digits>` (unique).
     pub origin: Option<String>,
     /// Directories the gateway cannot rewrite (e.g. the DR replica's) that receive every
     /// checkpoint and a compare-and-swap `latest.ckpt`. Failures there never fail appends.

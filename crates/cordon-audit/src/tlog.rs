@@ -88,7 +88,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// The default origin: `cordon/<parent dir name>/<store dir name>`, made a valid key name.
+/// The default origin of a new log: `cordon/<parent dir name>/<store dir name>/<8 random hex
+/// digits>`, made a valid key name. The random part makes it unique across deployments (every
+/// gateway's EU store would otherwise be `cordon/audit/EU`), as C2SP asks of an origin:
+/// witnesses and monitors track logs by it. It is fixed at creation (`checkpoint.vkey` names it).
 fn default_origin(dir: &Path) -> String {
     let clean = |s: Option<&std::ffi::OsStr>| -> String {
         let s = s.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -105,10 +108,14 @@ fn default_origin(dir: &Path) -> String {
         if s.is_empty() { "store".into() } else { s }
     };
     let abs = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut unique = [0u8; 4];
+    // Cannot fail on a supported platform; zeros would only make the origin less unique.
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut unique);
     format!(
-        "cordon/{}/{}",
+        "cordon/{}/{}/{}",
         clean(abs.parent().and_then(|p| p.file_name())),
-        clean(abs.file_name())
+        clean(abs.file_name()),
+        hex::encode(unique)
     )
 }
 
@@ -116,7 +123,7 @@ fn default_origin(dir: &Path) -> String {
 /// `<dir>/checkpoint.key`; write `<dir>/checkpoint.vkey` on first use and check the key against it
 /// afterwards (a lost or replaced key is refused, never silently replaced). `origin`: the
 /// checkpoint origin and key name (`None`: the one in `checkpoint.vkey`, or for a new log
-/// `cordon/<parent dir name>/<dir name>`).
+/// `cordon/<parent dir name>/<dir name>/<8 random hex digits>`).
 pub fn load_signer(
     dir: &Path,
     key_path: Option<&Path>,

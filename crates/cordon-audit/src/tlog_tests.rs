@@ -611,12 +611,7 @@ async fn witness_hook_receives_checkpoints_and_failures_never_block_appends() {
 /// exporting it checks the published checkpoints too, as `verify` does.
 #[tokio::test]
 async fn a_rewritten_log_is_not_shown_proved_or_exported_against_its_published_checkpoints() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("EU");
-    let target = tmp.path().join("replica-EU");
-    let store = FileStore::open(&dir, opts(5, vec![target.clone()])).unwrap();
-    append_n(&store, 10).await;
-    drop(store);
+    let (tmp, dir, target) = ten_records_published().await;
     // Rewrite: the same key and origin, other records, its own checkpoints; no publication.
     let orig = tmp.path().join("EU-orig");
     fs::rename(&dir, &orig).unwrap();
@@ -658,12 +653,7 @@ async fn a_rewritten_log_is_not_shown_proved_or_exported_against_its_published_c
 /// signs checkpoints must find some of them there.
 #[tokio::test]
 async fn a_publication_target_holding_none_of_the_checkpoints_fails_the_check() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("EU");
-    let target = tmp.path().join("replica-EU");
-    let store = FileStore::open(&dir, opts(5, vec![target.clone()])).unwrap();
-    append_n(&store, 10).await;
-    drop(store);
+    let (tmp, dir, target) = ten_records_published().await;
     verify_store_with(&dir, &external(&target)).unwrap();
     let emptied = tmp.path().join("emptied");
     fs::create_dir(&emptied).unwrap();
@@ -672,4 +662,16 @@ async fn a_publication_target_holding_none_of_the_checkpoints_fails_the_check() 
         matches!(e.kind(), Some(BreakKind::BadCheckpoint { detail }) if detail.contains("holds none")),
         "{e}"
     );
+}
+
+/// A closed store of 10 records, checkpointed every 5 and published to `replica-EU`: (its temp
+/// dir, the store, the target).
+async fn ten_records_published() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("EU");
+    let target = tmp.path().join("replica-EU");
+    let store = FileStore::open(&dir, opts(5, vec![target.clone()])).unwrap();
+    append_n(&store, 10).await;
+    drop(store);
+    (tmp, dir, target)
 }

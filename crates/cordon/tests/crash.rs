@@ -13,12 +13,37 @@ use cordon_audit::{Record, read_records};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_acknowledged_decision() {
+    sigkill_under_load(false).await;
+}
+
+/// The same with `overlapped` durability: the response waits for the record's fsync, which runs
+/// while the upstream works, so a 200 still means the decision is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_decision_when_overlapped() {
+    sigkill_under_load(true).await;
+}
+
+async fn sigkill_under_load(overlapped: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let mut gw = Gateway::start(&data, &[], &[]);
+    // The built-in policy, or the same with tier 1 overlapped (in the data dir, beside the
+    // development JWKS its `jwks_file` names).
+    let cfg = data.join("overlapped.yaml");
+    let extra: Vec<&str> = if overlapped {
+        let yaml = format!(
+            "{}\ntiers:\n  1: {{ audit_payload: digest, durability: overlapped }}\n",
+            include_str!("../../../examples/quickstart/cordon.yaml")
+        );
+        std::fs::write(&cfg, yaml).unwrap();
+        vec!["--config", cfg.to_str().unwrap()]
+    } else {
+        Vec::new()
+    };
+    // Minting the tokens first writes the development JWKS the policy file names.
     let de = token(&data, "alice", "DE");
     let us = token(&data, "bob", "US");
+    let mut gw = Gateway::start(&data, &extra, &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -57,6 +82,22 @@ async fn sigkill_under_load_loses_no_acknowledged_decision() {
     while read_records(&eu_dir).map(|r| r.len()).unwrap_or(0) < 200 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The mode under test is the one in effect.
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mode = if overlapped { "overlapped" } else { "strict" };
+    assert!(
+        metrics.contains(&format!(
+            "cordon_audit_wait_seconds_count{{durability=\"{mode}\"}}"
+        )),
+        "{metrics}"
+    );
     gw.child.kill().unwrap(); // SIGKILL
     gw.child.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
@@ -72,7 +113,7 @@ async fn sigkill_under_load_loses_no_acknowledged_decision() {
 
     // Restart on the same data dir: stores recover (a torn tail is cut back), then verify.
     drop(gw);
-    let gw = Gateway::start(&data, &[], &[]);
+    let gw = Gateway::start(&data, &extra, &[]);
     let (status, _, _) = post(
         &gw.url,
         "/v1/chat/completions",
