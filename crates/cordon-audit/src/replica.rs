@@ -250,6 +250,11 @@ impl Replicator {
         &self.inner.replica
     }
 
+    /// The primary store this replicator ships.
+    pub fn store_dir(&self) -> &Path {
+        &self.inner.store
+    }
+
     /// Stop the background thread (after its current pass) and return the status.
     pub fn stop(mut self) -> ReplicaStatus {
         self.shutdown();

@@ -11,9 +11,10 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use cordon_audit::{CheckpointStats, CommitSnapshot, FileStore};
+use cordon_audit::{CheckpointStats, CommitSnapshot, FileStore, ReplicaStatus};
 use cordon_audit_pg::PgStore;
 
 use crate::audit_set::AuditSet;
@@ -41,7 +42,34 @@ struct StoreFigures {
 #[derive(Debug)]
 struct Snapshot {
     stores: Vec<StoreFigures>,
+    /// DR replicas, by the store they copy.
+    replicas: Vec<(StoreLabels, ReplicaStatus)>,
 }
+
+/// The gauges exposed per DR replica: name, help, and how to read them.
+type ReadReplica = fn(&ReplicaStatus) -> i64;
+const REPLICA_GAUGES: &[(&str, &str, ReadReplica)] = &[
+    (
+        "cordon_audit_replica_halted",
+        "1 when the DR replica diverged from its store and shipping stopped (an operator must look)",
+        |r| i64::from(r.halted),
+    ),
+    (
+        "cordon_audit_replica_lag_bytes",
+        "Store segment bytes not yet in the DR replica, as of the replicator's last pass",
+        |r| i64::try_from(r.lag_bytes).unwrap_or(i64::MAX),
+    ),
+    (
+        "cordon_audit_replica_records",
+        "Whole records in the DR replica",
+        |r| i64::try_from(r.replica_records).unwrap_or(i64::MAX),
+    ),
+    (
+        "cordon_audit_replica_failed_passes",
+        "Replication passes that failed (I/O, a damaged store, or a halt) since start",
+        |r| i64::try_from(r.failed_passes).unwrap_or(i64::MAX),
+    ),
+];
 
 /// The counters exposed per store: name, help, and how to read it from a snapshot.
 type Read = fn(&StoreFigures) -> u64;
@@ -93,6 +121,14 @@ const COUNTERS: &[(&str, &str, Read)] = &[
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if !self.replicas.is_empty() {
+            for (name, help, read) in REPLICA_GAUGES {
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for (labels, status) in &self.replicas {
+                    ConstGauge::new(read(status)).encode(family.encode_family(labels)?)?;
+                }
+            }
+        }
         if self.stores.is_empty() {
             return Ok(());
         }
@@ -128,7 +164,11 @@ impl Collector for Snapshot {
     }
 }
 
-fn snapshot(stores: &[(String, Arc<FileStore>)], pg: &[(String, Arc<PgStore>)]) -> Snapshot {
+fn snapshot(
+    stores: &[(String, Arc<FileStore>)],
+    pg: &[(String, Arc<PgStore>)],
+    replicas: Vec<(String, ReplicaStatus)>,
+) -> Snapshot {
     let files = stores.iter().map(|(name, s)| {
         let commits = s.commit_stats();
         StoreFigures {
@@ -153,17 +193,26 @@ fn snapshot(stores: &[(String, Arc<FileStore>)], pg: &[(String, Arc<PgStore>)]) 
     });
     Snapshot {
         stores: files.chain(pgs).collect(),
+        replicas: replicas
+            .into_iter()
+            .map(|(store, status)| (StoreLabels { store }, status))
+            .collect(),
     }
 }
 
 /// Append the audit stores' metric families (OpenMetrics text, without `# EOF`) to `out`.
 pub fn encode(audit: &AuditSet, out: &mut String) {
-    encode_stores(&audit.file_stores(), &audit.pg_stores(), out);
+    encode_stores(&audit.file_stores(), &audit.pg_stores(), audit.replication(), out);
 }
 
-fn encode_stores(stores: &[(String, Arc<FileStore>)], pg: &[(String, Arc<PgStore>)], out: &mut String) {
+fn encode_stores(
+    stores: &[(String, Arc<FileStore>)],
+    pg: &[(String, Arc<PgStore>)],
+    replicas: Vec<(String, ReplicaStatus)>,
+    out: &mut String,
+) {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(snapshot(stores, pg)));
+    registry.register_collector(Box::new(snapshot(stores, pg, replicas)));
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
 }
@@ -182,7 +231,7 @@ mod tests {
             store.append(&rec).unwrap().await.unwrap();
         }
         let mut text = String::new();
-        encode_stores(&[("EU".to_string(), store.clone())], &[], &mut text);
+        encode_stores(&[("EU".to_string(), store.clone())], &[], Vec::new(), &mut text);
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))
@@ -213,7 +262,28 @@ mod tests {
     #[test]
     fn no_store_no_families() {
         let mut text = String::new();
-        encode_stores(&[], &[], &mut text);
+        encode_stores(&[], &[], Vec::new(), &mut text);
         assert_eq!(text, "");
+    }
+
+    #[test]
+    fn a_halted_replica_shows() {
+        let status = ReplicaStatus {
+            halted: true,
+            lag_bytes: 4096,
+            replica_records: 7,
+            failed_passes: 2,
+            ..ReplicaStatus::default()
+        };
+        let mut text = String::new();
+        encode_stores(&[], &[], vec![("EU".into(), status)], &mut text);
+        for line in [
+            "cordon_audit_replica_halted{store=\"EU\"} 1",
+            "cordon_audit_replica_lag_bytes{store=\"EU\"} 4096",
+            "cordon_audit_replica_records{store=\"EU\"} 7",
+            "cordon_audit_replica_failed_passes{store=\"EU\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

@@ -348,11 +348,20 @@ impl AuditSet {
         }
     }
 
-    /// Replication status per replica directory (for readiness and operators).
-    pub fn replication(&self) -> Vec<(PathBuf, cordon_audit::ReplicaStatus)> {
+    /// Replication status per DR replica, labelled as [`AuditSet::file_stores`] labels the store
+    /// it copies (for `/metrics`).
+    pub fn replication(&self) -> Vec<(String, cordon_audit::ReplicaStatus)> {
+        let stores = self.file_stores();
         let reps = self.replicators.lock().unwrap_or_else(|p| p.into_inner());
         reps.iter()
-            .map(|r| (r.replica_dir().to_path_buf(), r.status()))
+            .map(|r| {
+                let label = stores
+                    .iter()
+                    .find(|(_, s)| s.dir() == r.store_dir())
+                    .map(|(l, _)| l.clone())
+                    .unwrap_or_else(|| r.store_dir().display().to_string());
+                (label, r.status())
+            })
             .collect()
     }
 

@@ -83,6 +83,27 @@ audit:
             .map(|r| r.len() >= 10)
             .unwrap_or(false)
     });
+    // The replica's state is on /metrics, by the store it copies.
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "cordon_audit_replica_halted{store=\"eu\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cordon_audit_replica_records{store=\"eu\"} ")),
+        "{metrics}"
+    );
 
     let (cfg_s, dir) = (cfg.to_str().unwrap(), data.to_str().unwrap());
     let (code, out) = cli(&["audit", "verify", "--config", cfg_s, "--data-dir", dir]);
