@@ -146,6 +146,9 @@ impl Ckpt {
 
     /// Bring the tree up to the chain's `next` records, after the head was (re)loaded. The first
     /// time: register the key, check the chain against its checkpoints, and start publishing.
+    /// After a failure, rows found beyond the tree must be exactly `in_doubt` (the leaves of the
+    /// batch whose commit failed after it was sent, which may have committed): anything else was
+    /// written by someone else while this writer held the chain, and is refused.
     pub(crate) async fn load(
         &mut self,
         client: &tokio_postgres::Client,
@@ -153,6 +156,7 @@ impl Ckpt {
         store: &str,
         chain_id: &str,
         next: u64,
+        in_doubt: Option<&[Hash]>,
     ) -> Result<(), PgError> {
         let refuse = |why: String| PgError::Checkpoint {
             store: store.to_string(),
@@ -295,6 +299,15 @@ impl Ckpt {
         let mut added = Vec::new();
         self.stream_leaves(client, sql, store, chain_id, from, next, |_, h| added.push(h))
             .await?;
+        if !added.is_empty() && in_doubt != Some(added.as_slice()) {
+            // The writer role can insert well-linked rows into any chain: a batch that failed
+            // on the primary key, or a lost connection, must not make this writer adopt (and
+            // sign) them.
+            return Err(refuse(format!(
+                "records {from}..{next} were written by someone else while this writer held the chain \
+                 (they are not its batch whose commit was in doubt): refusing to adopt or sign them"
+            )));
+        }
         self.committed(added);
         Ok(())
     }

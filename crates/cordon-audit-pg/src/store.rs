@@ -126,6 +126,8 @@ struct Shared {
     records: AtomicU64,
     failed_batches: AtomicU64,
     ckpt: Arc<CkptCounters>,
+    /// Test hook: the next committed batch is treated as if its answer was lost in transit.
+    lose_next_answer: AtomicBool,
 }
 
 impl Shared {
@@ -266,6 +268,7 @@ impl PgStore {
             records: AtomicU64::new(0),
             failed_batches: AtomicU64::new(0),
             ckpt: Arc::new(CkptCounters::default()),
+            lose_next_answer: AtomicBool::new(false),
         });
         let copy_sql = format!(
             "COPY \"{schema}\".records (chain_id, idx, body, entry_hash, leaf_hash) FROM STDIN (FORMAT binary)"
@@ -297,6 +300,7 @@ impl PgStore {
             ckpt_sql: CkptSql::new(&schema),
             flushes: Vec::new(),
             closes: Vec::new(),
+            in_doubt: None,
         };
         // The chain may still be locked by a writer that is stopping (a restart in this process,
         // or an instance being replaced): wait a little for it before refusing.
@@ -384,6 +388,13 @@ impl PgStore {
             records: self.shared.records.load(Ordering::Relaxed),
             failed_batches: self.shared.failed_batches.load(Ordering::Relaxed),
         }
+    }
+
+    /// Test hook: the next batch commits, but the writer acts as if the answer was lost with its
+    /// connection (its appends fail; the reload must find exactly that batch in the table).
+    #[doc(hidden)]
+    pub fn lose_next_commit_answer(&self) {
+        self.shared.lose_next_answer.store(true, Ordering::Relaxed);
     }
 
     /// Cover every record committed so far with a signed checkpoint (in the table and handed to
@@ -475,6 +486,10 @@ struct Writer {
     flushes: Vec<oneshot::Sender<()>>,
     /// Close requests: the writer stops after the batch being formed.
     closes: Vec<oneshot::Sender<()>>,
+    /// Leaf hashes of the last batch whose commit failed after it was sent: it may have committed
+    /// (the answer lost in transit). The next reload may find exactly it in the table, nothing
+    /// else (`checkpoints.rs` `load`).
+    in_doubt: Option<Vec<[u8; 32]>>,
 }
 
 impl Writer {
@@ -615,9 +630,19 @@ impl Writer {
     }
 
     async fn commit_batch(&mut self) {
-        let result = match self.ensure_ready().await {
+        let ready = self.ensure_ready().await;
+        let sent = ready.is_ok();
+        let result = match ready {
             Ok(()) => self.write_batch().await,
             Err(e) => Err(e),
+        };
+        // Test hook: a commit whose answer was lost in transit.
+        let result = match result {
+            Ok(_) if self.shared.lose_next_answer.swap(false, Ordering::Relaxed) => Err(PgError::Connect {
+                store: self.shared.store.clone(),
+                cause: "the commit's answer was lost (test hook)".into(),
+            }),
+            r => r,
         };
         match result {
             Ok((next, head)) => {
@@ -643,7 +668,11 @@ impl Writer {
                     "audit batch failed; reconnecting for the next batch");
                 self.shared.set_failed(&e);
                 self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-                // The commit may or may not have happened: reload the head before chaining again.
+                // The commit may or may not have happened: reload the head before chaining again,
+                // and accept nothing new there but this batch.
+                if sent {
+                    self.in_doubt = Some(self.rows[..self.jobs.len()].iter().map(|r| r.leaf).collect());
+                }
                 self.discard_conn();
                 for job in self.jobs.drain(..) {
                     let _ = job.ack.send(Err(self.shared.write_failed(cause.clone())));
@@ -791,9 +820,17 @@ impl Writer {
                 Some(row) => self.check_head(&store, &row)?,
             };
             if let Some(ckpt) = self.ckpt.as_mut() {
-                ckpt.load(&conn.client, &self.ckpt_sql, &store, &self.chain_id, head.0)
-                    .await?;
+                ckpt.load(
+                    &conn.client,
+                    &self.ckpt_sql,
+                    &store,
+                    &self.chain_id,
+                    head.0,
+                    self.in_doubt.as_deref(),
+                )
+                .await?;
             }
+            self.in_doubt = None;
             self.head = Some(head);
         }
         Ok(())

@@ -363,41 +363,18 @@ async fn checkpoint_now_covers_every_committed_record_and_publishes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_lost_in_transit_extends_the_tree_on_reload() {
     let db = setup().await;
-    let s = &db.schema;
     let store = db.open("gw-a").await;
     append_n(&store, 4).await;
-    // Row 4 committed although its writer never heard back: inserted here as the writer would
-    // have, so the writer's next batch conflicts, fails, and the reload finds one more record.
-    let (next, head): (i64, Vec<u8>) = {
-        let row = db
-            .admin
-            .query_one(
-                &format!("SELECT idx, entry_hash FROM \"{s}\".records WHERE chain_id = 'gw-a' ORDER BY idx DESC LIMIT 1"),
-                &[],
-            )
-            .await
-            .unwrap();
-        (row.get::<_, i64>(0) + 1, row.get(1))
-    };
-    let prev: [u8; 32] = head.try_into().unwrap();
-    let rec = serde_json::to_vec(&cordon_audit::testing::sample_decision(77)).unwrap();
-    let mut body = Vec::new();
-    cordon_audit::body::append_body(&mut body, next as u64, &prev, &rec);
-    let (entry, leaf) = cordon_audit_pg::entry_and_leaf_hash(&prev, &body);
-    db.admin
-        .execute(
-            &format!("INSERT INTO \"{s}\".records (chain_id, idx, body, entry_hash, leaf_hash) VALUES ('gw-a', $1, $2, $3, $4)"),
-            &[&next, &body, &entry.as_slice(), &leaf.as_slice()],
-        )
-        .await
-        .unwrap();
+    // Row 4 commits, but its writer never hears back: its append fails, and the reload finds
+    // exactly that batch in the table and takes it into the tree.
+    store.lose_next_commit_answer();
     assert!(
         store
             .append(&cordon_audit::testing::sample_decision(5))
             .unwrap()
             .await
             .is_err(),
-        "the batch conflicting with the lost commit fails"
+        "the batch whose answer was lost is not acknowledged"
     );
     append_n(&store, 3).await;
     let stats = store.checkpoint_stats();
@@ -406,6 +383,39 @@ async fn a_commit_lost_in_transit_extends_the_tree_on_reload() {
     assert_eq!(latest(db.target.path(), "gw-a").size, 8);
     let report = db.verify(true).await.unwrap();
     assert_eq!(report.records, 8);
+    db.cleanup().await;
+}
+
+/// Another holder of the writer role (another replica's credentials) inserts a well-linked row
+/// into a live chain: the chain's writer fails its next batch on the primary key and reloads, and
+/// refuses to adopt (and sign) a row that is not its own batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_inserted_into_a_live_chain_by_someone_else_is_refused() {
+    let db = setup().await;
+    let s = &db.schema;
+    let store = db.open("gw-a").await;
+    append_n(&store, 4).await;
+    let head = db.verify(false).await.unwrap().chains[0].head_hash.clone();
+    insert_linked_row(&db.admin, s, "gw-a", 4, &head).await;
+    assert!(
+        store
+            .append(&cordon_audit::testing::sample_decision(5))
+            .unwrap()
+            .await
+            .is_err(),
+        "the batch conflicting with the foreign row fails"
+    );
+    let after = store
+        .append(&cordon_audit::testing::sample_decision(6))
+        .unwrap()
+        .await;
+    let err = after.expect_err("the writer does not chain onto someone else's row");
+    assert!(err.to_string().contains("written by someone else"), "{err}");
+    assert!(
+        store.check_writable().is_err(),
+        "the store reports itself unavailable"
+    );
+    drop(store);
     db.cleanup().await;
 }
 
