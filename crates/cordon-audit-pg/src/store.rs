@@ -300,6 +300,7 @@ impl PgStore {
             ckpt_sql: CkptSql::new(&schema),
             flushes: Vec::new(),
             closes: Vec::new(),
+            discarded_at: None,
             in_doubt: None,
         };
         // The chain may still be locked by a writer that is stopping (a restart in this process,
@@ -486,6 +487,9 @@ struct Writer {
     flushes: Vec<oneshot::Sender<()>>,
     /// Close requests: the writer stops after the batch being formed.
     closes: Vec<oneshot::Sender<()>>,
+    /// When this writer last dropped its connection: its old session may hold the chain's lock a
+    /// moment longer, so the next lock attempt waits for it briefly.
+    discarded_at: Option<std::time::Instant>,
     /// Leaf hashes of the last batch whose commit failed after it was sent: it may have committed
     /// (the answer lost in transit). The next reload may find exactly it in the table, nothing
     /// else (`checkpoints.rs` `load`).
@@ -751,6 +755,7 @@ impl Writer {
     fn discard_conn(&mut self) {
         if let Some(conn) = self.conn.take() {
             drop(Object::take(conn.client));
+            self.discarded_at = Some(std::time::Instant::now());
         }
         self.head = None;
     }
@@ -788,12 +793,28 @@ impl Writer {
             // connection lives (the server drops it when the connection ends, crash included).
             // A second gateway with the same chain id fails closed until the first is gone,
             // instead of interleaving batches and publishing checkpoints that race each other.
-            let locked: bool = client
-                .query_one(&self.lock_sql, &[&self.lock_key])
-                .await
-                .map_err(PgError::db(&store, "lock the chain"))?
-                .try_get(0)
-                .map_err(PgError::db(&store, "lock the chain"))?;
+            let try_lock = || async {
+                client
+                    .query_one(&self.lock_sql, &[&self.lock_key])
+                    .await
+                    .map_err(PgError::db(&store, "lock the chain"))?
+                    .try_get::<_, bool>(0)
+                    .map_err(PgError::db(&store, "lock the chain"))
+            };
+            let mut locked = try_lock().await?;
+            // Just after this writer dropped its own connection, the lock may still be its old
+            // session's (ended once the server has processed the close): wait for that briefly.
+            if !locked
+                && self
+                    .discarded_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+            {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while !locked && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    locked = try_lock().await?;
+                }
+            }
             if !locked {
                 return Err(PgError::ChainInUse {
                     store,

@@ -376,6 +376,13 @@ async fn a_commit_lost_in_transit_extends_the_tree_on_reload() {
             .is_err(),
         "the batch whose answer was lost is not acknowledged"
     );
+    // The lost connection's session may hold the chain's lock a moment longer: the writer
+    // reconnects when it is gone (probing every second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.check_writable().is_err() {
+        assert!(std::time::Instant::now() < deadline, "the writer did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     append_n(&store, 3).await;
     let stats = store.checkpoint_stats();
     store.close().await;
