@@ -102,6 +102,7 @@ pub(crate) struct CkptSql {
     pub insert: String,
     pub register_key: String,
     pub read_key: String,
+    pub row_note: String,
     pub markers: crate::markers::MarkerSql,
 }
 
@@ -123,6 +124,9 @@ impl CkptSql {
                 "INSERT INTO \"{schema}\".chain_keys (chain_id, vkey) VALUES ($1, $2) ON CONFLICT (chain_id) DO NOTHING"
             ),
             read_key: format!("SELECT vkey FROM \"{schema}\".chain_keys WHERE chain_id = $1"),
+            row_note: format!(
+                "SELECT note FROM \"{schema}\".checkpoints WHERE chain_id = $1 AND tree_size = $2"
+            ),
             markers: crate::markers::MarkerSql::new(schema),
         }
     }
@@ -399,18 +403,29 @@ impl Ckpt {
         Ok(())
     }
 
-    /// At a clean stop, once every committed record is covered (`head` is the entry hash of the
-    /// tree's last record): sign a close marker for the tree, insert it and publish it. A failure
-    /// is logged: the next start then treats the stop as a crash (its tail is adopted).
+    /// At a clean stop, once every committed record is covered: publish the final checkpoint
+    /// first (waiting up to 5 s: the marker must not be the only published claim of the newest
+    /// records), then sign a close marker for the tree, insert it and publish it. `false` (and
+    /// logged) if no close marker was written: the next start then treats the stop as a crash.
     pub(crate) async fn close(
         &mut self,
         client: &tokio_postgres::Client,
         sql: &CkptSql,
         store: &str,
         chain_id: &str,
-    ) {
+    ) -> bool {
         if !self.started {
-            return;
+            return false;
+        }
+        if let Some(p) = self.counters.publisher.get().cloned()
+            && !tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5)))
+                .await
+                .unwrap_or(false)
+        {
+            tracing::warn!(
+                store,
+                "audit store: the final checkpoint was not published in time; closing anyway"
+            );
         }
         let m = cordon_audit::marker::Marker {
             kind: cordon_audit::marker::MarkerKind::Closed,
@@ -429,9 +444,15 @@ impl Ckpt {
         )
         .await
         {
-            Ok(()) => self.next_marker += 1,
-            Err(e) => tracing::error!(store, error = %e,
-                "audit store: writing the close marker failed; the next start will treat this stop as a crash"),
+            Ok(seq) => {
+                self.next_marker = seq + 1;
+                true
+            }
+            Err(e) => {
+                tracing::error!(store, error = %e,
+                    "audit store: writing the close marker failed; the next start will treat this stop as a crash");
+                false
+            }
         }
     }
 
@@ -505,13 +526,23 @@ impl Ckpt {
             match inserted {
                 Ok(0) => {
                     // A row for this size already: this writer's, if an earlier insert's answer
-                    // was lost with its connection, or one somebody else inserted with the writer
-                    // role (the published copy still carries the signed checkpoint).
-                    tracing::warn!(
-                        store,
-                        size,
-                        "audit checkpoint: the checkpoints table already holds a row for this size"
-                    );
+                    // was lost with its connection; otherwise somebody else's, inserted with the
+                    // writer role to keep the signed row out (the published copy still carries
+                    // it). Counted as a failure then, for the alert.
+                    let existing: Option<String> = client
+                        .query_opt(&sql.row_note, &[&chain_id, &size_i])
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.try_get(0).ok());
+                    if existing.as_deref() != Some(note.as_str()) {
+                        tracing::error!(
+                            store,
+                            size,
+                            "audit checkpoint: the checkpoints table holds a row for this size that this writer did not sign (inserted by someone else?); the signed checkpoint is only published"
+                        );
+                        self.counters.insert_failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(_) => {
                     self.counters.inserted.fetch_add(1, Ordering::Relaxed);

@@ -34,49 +34,60 @@ impl MarkerSql {
     }
 }
 
-/// The chain's markers in the table, each verified with its key; `Ok(None)` when the schema
-/// predates markers (no `markers` table).
+/// A chain's rows in the `markers` table.
+pub(crate) struct TableMarkers {
+    /// The rows that verify with the chain's key (and are numbered as their row).
+    pub valid: Vec<Found>,
+    /// Why each other row was not taken: anyone with the writer role can insert a row, so one
+    /// that does not verify is no claim (and never stops the chain), only something to report.
+    pub junk: Vec<String>,
+    /// The highest sequence number of any row, junk included (the next marker goes above it).
+    pub max_seq: u64,
+}
+
+/// The chain's rows in the table; `Ok(None)` when the schema predates markers (no table).
 pub(crate) async fn read_table(
     client: &tokio_postgres::Client,
     read_sql: &str,
     chain_id: &str,
     verifier: &NoteVerifier,
-) -> Result<Option<Vec<Found>>, Result<tokio_postgres::Error, String>> {
+) -> Result<Option<TableMarkers>, tokio_postgres::Error> {
     let rows = match client.query(read_sql, &[&chain_id]).await {
         Ok(rows) => rows,
         Err(e) if e.code().map(|c| c.code()) == Some("42P01") => return Ok(None),
-        Err(e) => return Err(Ok(e)),
+        Err(e) => return Err(e),
     };
     let mut notes = Vec::with_capacity(rows.len());
     for row in rows {
-        notes.push((row.try_get(0).map_err(Ok)?, row.try_get(1).map_err(Ok)?));
+        notes.push((row.try_get(0)?, row.try_get(1)?));
     }
-    from_rows(chain_id, notes, verifier).map(Some).map_err(Err)
+    Ok(Some(from_rows(chain_id, notes, verifier)))
 }
 
-/// Table rows `(seq, note)` of a chain as markers, each verified with its key and numbered as
-/// its row.
-pub(crate) fn from_rows(
-    chain_id: &str,
-    rows: Vec<(i64, String)>,
-    verifier: &NoteVerifier,
-) -> Result<Vec<Found>, String> {
-    let mut out = Vec::with_capacity(rows.len());
+/// Table rows `(seq, note)` of a chain, sorted into [`TableMarkers`].
+pub(crate) fn from_rows(chain_id: &str, rows: Vec<(i64, String)>, verifier: &NoteVerifier) -> TableMarkers {
+    let mut out = TableMarkers {
+        valid: Vec::with_capacity(rows.len()),
+        junk: Vec::new(),
+        max_seq: 0,
+    };
     for (seq, note) in rows {
-        let m = marker::open(note.as_bytes(), verifier)
-            .map_err(|why| format!("markers table row {seq} of chain {chain_id}: {why}"))?;
-        if i64::try_from(m.seq).ok() != Some(seq) {
-            return Err(format!(
+        out.max_seq = out.max_seq.max(u64::try_from(seq).unwrap_or(0));
+        match marker::open(note.as_bytes(), verifier) {
+            Ok(m) if i64::try_from(m.seq).ok() == Some(seq) => out.valid.push(Found {
+                path: PathBuf::from(format!("markers table, chain {chain_id}, {}", m.file_name())),
+                marker: m,
+            }),
+            Ok(m) => out.junk.push(format!(
                 "markers table row {seq} of chain {chain_id} holds the signed marker {}",
                 m.seq
-            ));
+            )),
+            Err(why) => out
+                .junk
+                .push(format!("markers table row {seq} of chain {chain_id}: {why}")),
         }
-        out.push(Found {
-            path: PathBuf::from(format!("markers table, chain {chain_id}, {}", m.file_name())),
-            marker: m,
-        });
     }
-    Ok(out)
+    out
 }
 
 /// The chain's markers in each target (`<target>` is already `<publish>/<chain id>`): per target,
@@ -112,8 +123,8 @@ pub(crate) async fn at_open(
         why,
     };
     let verifier = signer.verifier();
-    let own = match read_table(client, &sql.read, chain_id, &verifier).await {
-        Ok(Some(found)) => found,
+    let table = match read_table(client, &sql.read, chain_id, &verifier).await {
+        Ok(Some(t)) => t,
         Ok(None) => {
             return Err(refuse(
                 "the store's schema predates close/open markers (no markers table): \
@@ -121,9 +132,12 @@ pub(crate) async fn at_open(
                     .into(),
             ));
         }
-        Err(Ok(e)) => return Err(PgError::db(store, "read the chain's markers")(e)),
-        Err(Err(why)) => return Err(refuse(format!("bad close/open marker: {why}"))),
+        Err(e) => return Err(PgError::db(store, "read the chain's markers")(e)),
     };
+    for why in &table.junk {
+        tracing::error!(store, problem = %why, "audit store: a markers table row is not this chain's signed marker (inserted by someone else?); ignored");
+    }
+    let own = table.valid;
     let published = {
         let (t, v) = (targets.to_vec(), verifier.clone());
         tokio::task::spawn_blocking(move || read_targets(&t, &v))
@@ -143,7 +157,8 @@ pub(crate) async fn at_open(
         }
     }
     let markers = marker::merge(places).map_err(|e| refuse(format!("bad close/open marker: {e}")))?;
-    let next_seq = marker::next_seq(&markers);
+    // Above every row of the table too, junk included, so the next insert does not collide.
+    let next_seq = marker::next_seq(&markers).max(table.max_seq + 1);
     let Some(closed) = markers.last().filter(|f| f.marker.kind == MarkerKind::Closed) else {
         if let Some(e) = unreadable
             && size > attested
@@ -156,6 +171,13 @@ pub(crate) async fn at_open(
         return Ok(next_seq);
     };
     let closed_at = closed.marker.size;
+    if size == closed_at && closed.marker.root != root {
+        return Err(refuse(format!(
+            "the chain's {size} records do not hash to the root its clean shutdown signed ({}): \
+             they were rewritten while its writer was stopped",
+            closed.path.display()
+        )));
+    }
     if size > closed_at {
         return Err(refuse(format!(
             "records {closed_at}..{size} are forged: inserted after the chain's clean shutdown ({}), \
@@ -181,13 +203,15 @@ pub(crate) async fn at_open(
         size,
         root,
     };
-    write(client, sql, store, chain_id, signer, targets, &opened).await?;
-    Ok(next_seq + 1)
+    let written = write(client, sql, store, chain_id, signer, targets, &opened).await?;
+    Ok(written + 1)
 }
 
 /// Sign `m`, insert it into the table (an error if that fails: the marker is the chain's claim)
 /// and publish it to every target, where a failure is only logged (the next marker the chain
-/// writes publishes every table marker a target lacks).
+/// writes publishes every table marker a target lacks). A sequence number taken meanwhile (by a
+/// row somebody else inserted) moves the marker above the table's highest. Returns the sequence
+/// number written.
 pub(crate) async fn write(
     client: &tokio_postgres::Client,
     sql: &MarkerSql,
@@ -196,22 +220,35 @@ pub(crate) async fn write(
     signer: &NoteSigner,
     targets: &[PathBuf],
     m: &Marker,
-) -> Result<(), PgError> {
-    let note = m.sign(signer).map_err(|e| PgError::Checkpoint {
-        store: store.to_string(),
-        chain_id: chain_id.to_string(),
-        why: format!("signing a close/open marker failed: {e}"),
-    })?;
-    let seq = i64::try_from(m.seq).unwrap_or(i64::MAX);
-    client
-        .execute(&sql.insert, &[&chain_id, &seq, &note])
-        .await
-        .map_err(PgError::db(store, "insert a close/open marker"))?;
-    // Every marker of the table, so one whose publication failed earlier goes out now.
+) -> Result<u64, PgError> {
+    let mut m = m.clone();
+    let mut tries = 0;
+    loop {
+        let note = m.sign(signer).map_err(|e| PgError::Checkpoint {
+            store: store.to_string(),
+            chain_id: chain_id.to_string(),
+            why: format!("signing a close/open marker failed: {e}"),
+        })?;
+        let seq = i64::try_from(m.seq).unwrap_or(i64::MAX);
+        match client.execute(&sql.insert, &[&chain_id, &seq, &note]).await {
+            Ok(_) => break,
+            Err(e) if tries < 3 && e.code().map(|c| c.code()) == Some("23505") => {
+                tries += 1;
+                let table = read_table(client, &sql.read, chain_id, &signer.verifier())
+                    .await
+                    .map_err(PgError::db(store, "read the chain's markers"))?;
+                m.seq = table.map_or(m.seq, |t| t.max_seq) + 1;
+            }
+            Err(e) => return Err(PgError::db(store, "insert a close/open marker")(e)),
+        }
+    }
+    // Every valid marker of the table, so one whose publication failed earlier goes out now
+    // (Ed25519 signatures are deterministic: re-signing gives the table's bytes).
     let own = read_table(client, &sql.read, chain_id, &signer.verifier())
         .await
         .ok()
         .flatten()
+        .map(|t| t.valid)
         .unwrap_or_default();
     let mut notes: Vec<(String, String)> = Vec::new();
     for f in own {
@@ -221,7 +258,7 @@ pub(crate) async fn write(
     }
     let (targets, store_name) = (targets.to_vec(), store.to_string());
     let _ = tokio::task::spawn_blocking(move || publish(&store_name, &targets, &notes)).await;
-    Ok(())
+    Ok(m.seq)
 }
 
 /// Create each marker note in each target unless it is there already.

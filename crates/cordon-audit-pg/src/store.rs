@@ -573,18 +573,24 @@ impl Writer {
                 break;
             }
         }
-        // Stopping: cover what was committed, then say the stop was clean.
+        // Stopping: cover what was committed, then say the stop was clean. A close request is
+        // answered only when the close marker was written (else `shut_down` reports false).
         self.checkpoint(true).await;
-        self.close_marker().await;
+        let closed = self.close_marker().await;
         for done in self.closes.drain(..) {
-            let _ = done.send(());
+            if closed {
+                let _ = done.send(());
+            }
         }
     }
 
     /// The close marker of a clean stop (`markers.rs`), only when every committed record is in
-    /// the tree and the connection is healthy; otherwise the next start sees a crash.
-    async fn close_marker(&mut self) {
-        let Some(ckpt) = self.ckpt.as_mut() else { return };
+    /// the tree and the connection is healthy; otherwise the next start sees a crash. `true` if
+    /// written, or when the store signs nothing (no markers to write).
+    async fn close_marker(&mut self) -> bool {
+        let Some(ckpt) = self.ckpt.as_mut() else {
+            return true;
+        };
         let whole = self.head.is_some_and(|(next, _)| next == ckpt.size());
         let Some(conn) = self
             .conn
@@ -593,10 +599,10 @@ impl Writer {
         else {
             tracing::warn!(store = %self.shared.store,
                 "audit store: stopping without a close marker (the chain is not in a known state); the next start treats it as a crash");
-            return;
+            return false;
         };
         ckpt.close(&conn.client, &self.ckpt_sql, &self.shared.store, &self.chain_id)
-            .await;
+            .await
     }
 
     /// Cut a checkpoint if one is due (`interval_up`: or any records are uncovered).

@@ -59,7 +59,9 @@ pub enum PgBreakKind {
     BadBody,
     #[error("not a valid record: {detail}")]
     BadRecord { detail: String },
-    #[error("truncated: a checkpoint covers {checkpoint_size} records, the chain has {records}")]
+    #[error(
+        "truncated: a signed checkpoint or marker covers {checkpoint_size} records, the chain has {records}"
+    )]
     Truncated { checkpoint_size: u64, records: u64 },
     #[error(
         "checkpoint mismatch: the first {tree_size} records do not hash to the checkpoint's root and head"
@@ -260,6 +262,8 @@ struct Claim {
     root: Vec<u8>,
     head: Option<Vec<u8>>,
     published: bool,
+    /// A close/open marker's claim (checked like a checkpoint's, not counted as one).
+    marker: bool,
 }
 
 /// What the publication targets hold, by chain id bytes: (verifier key, signed notes).
@@ -348,9 +352,11 @@ async fn verify_in(
         }
     }
     // Close/open markers (a schema from before them has no table): (seq, note) by chain.
+    // pg_tables lists a table whatever the verifying role may do with it (information_schema
+    // would hide one it has no rights on, and its markers would be skipped silently).
     let has_markers = txn
         .query_opt(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'markers'",
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'markers'",
             &[&s],
         )
         .await
@@ -444,7 +450,7 @@ async fn verify_in(
             kind,
         };
         let published = targets.remove(chain_bytes).unwrap_or_default();
-        let (claims, signed, verifier) = chain_claims(
+        let (mut claims, signed, verifier) = chain_claims(
             &chain_id,
             checkpoints.remove(chain_bytes).unwrap_or_default(),
             keys.get(chain_bytes).map(String::as_str),
@@ -465,6 +471,23 @@ async fn verify_in(
             ));
         }
         report.signed += signed;
+        // Close and open markers sign a size and root too: the chain must match them (a tail cut
+        // under a published close marker is a removed tail, a rewrite a mismatch).
+        let markers = chain_markers(
+            &chain_id,
+            marker_rows.remove(chain_bytes).unwrap_or_default(),
+            verifier.as_ref(),
+            published_dirs,
+        )
+        .map_err(|detail| broken(0, PgBreakKind::BadMarker { detail }))?;
+        claims.extend(markers.iter().map(|f| Claim {
+            size: f.marker.size,
+            root: f.marker.root.to_vec(),
+            head: None,
+            published: false,
+            marker: true,
+        }));
+        claims.sort_by_key(|c| c.size);
         let mut cp_iter = claims.iter().peekable();
         let mut tree = Frontier::default();
         let mut expected: u64 = 0;
@@ -540,7 +563,8 @@ async fn verify_in(
                         PgBreakKind::CheckpointMismatch { tree_size: c.size },
                     ));
                 }
-                if c.published {
+                if c.marker {
+                } else if c.published {
                     report.published += 1;
                 } else {
                     report.checkpoints += 1;
@@ -557,13 +581,6 @@ async fn verify_in(
                 },
             ));
         }
-        let markers = chain_markers(
-            &chain_id,
-            marker_rows.remove(chain_bytes).unwrap_or_default(),
-            verifier.as_ref(),
-            published_dirs,
-        )
-        .map_err(|detail| broken(0, PgBreakKind::BadMarker { detail }))?;
         if let Some((closed_at, marker)) = crate::markers::forged(&markers, expected) {
             return Err(broken(
                 closed_at,
@@ -665,6 +682,7 @@ fn chain_claims(
             root,
             head: Some(head),
             published: false,
+            marker: false,
         });
     }
     for (named, path, note) in notes {
@@ -680,6 +698,7 @@ fn chain_claims(
             root: c.root.to_vec(),
             head: None,
             published: true,
+            marker: false,
         });
     }
     claims.sort_by_key(|c| c.size);
@@ -706,7 +725,8 @@ fn chain_markers(
             "chain {chain_id} has close/open markers but no verifier key"
         ));
     };
-    let own = crate::markers::from_rows(chain_id, rows, v)?;
+    // A table row that does not verify is no claim (the writer role can insert any row).
+    let own = crate::markers::from_rows(chain_id, rows, v).valid;
     let mut places = vec![own];
     for found in crate::markers::read_targets(&dirs, v) {
         places.push(found.map_err(|e| e.to_string())?);

@@ -183,9 +183,11 @@ async fn a_tail_cut_with_its_table_checkpoints_is_caught_by_the_published_ones()
     append_n(&store, 10).await;
     store.close().await;
     let s = &db.schema;
-    // The administrator removes the last records and every checkpoint row that covered them.
+    // The administrator removes the last records and every checkpoint and marker row that
+    // covered them (the table's close marker alone would name the cut).
     db.tamper(&format!(
-        "DELETE FROM \"{s}\".records WHERE idx >= 6; DELETE FROM \"{s}\".checkpoints WHERE tree_size > 6"
+        "DELETE FROM \"{s}\".records WHERE idx >= 6; DELETE FROM \"{s}\".checkpoints WHERE tree_size > 6; \
+         DELETE FROM \"{s}\".markers"
     ))
     .await;
     // The database alone cannot tell: it is a valid, shorter chain.
@@ -679,7 +681,7 @@ async fn rows_inserted_after_a_clean_shutdown_are_named_forged_not_adopted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_tail_is_adopted_and_a_bad_marker_is_named() {
+async fn a_crash_tail_is_adopted_and_a_junk_marker_row_is_no_claim() {
     let db = setup().await;
     let s = &db.schema;
     let store = db.open_checkpointed_by_hand("gw-a").await;
@@ -696,34 +698,131 @@ async fn a_crash_tail_is_adopted_and_a_bad_marker_is_named() {
         .await
         .unwrap();
     drop(store);
-    let markers = db.marker_rows().await;
-    assert_eq!(markers, 0, "no close marker after a crash");
-    // Rows after a crash are kept (they may be acknowledged records) and signed at the restart.
+    // Rows after a crash are kept (they may be acknowledged records) and signed at the restart:
+    // had a close marker been written, this open would refuse the row as forged.
     insert_linked_row(&db.admin, s, "gw-a", 3, &report.chains[0].head_hash).await;
     let store = db.open("gw-a").await;
     append_n(&store, 1).await;
     store.close().await;
     assert_eq!(db.verify(true).await.unwrap().records, 5);
 
-    // A marker row signed by another key is named, never trusted.
-    let other = cordon_audit::marker::Marker {
-        kind: cordon_audit::marker::MarkerKind::Closed,
-        seq: 9,
-        size: 2,
-        root: [0; 32],
+    // A marker row that is not the chain's (signed by another key, inserted with the writer
+    // role) is no claim, for verify or for the start, and the chain's next marker goes above it.
+    let junk = |seq: i64| {
+        let note = cordon_audit::marker::Marker {
+            kind: cordon_audit::marker::MarkerKind::Closed,
+            seq: seq as u64,
+            size: 2,
+            root: [0; 32],
+        }
+        .sign(&signer(s, "gw-a", 2))
+        .unwrap();
+        format!(
+            "SET ROLE {role}; INSERT INTO \"{s}\".markers (chain_id, seq, note) VALUES ('gw-a', {seq}, '{note}'); RESET ROLE",
+            role = cordon_audit_pg::WRITER_ROLE
+        )
+    };
+    db.admin.batch_execute(&junk(9)).await.unwrap();
+    assert_eq!(db.verify(true).await.unwrap().records, 5);
+    let store = db.open("gw-a").await;
+    // While it runs, another junk row takes the number its close marker would use.
+    db.admin.batch_execute(&junk(11)).await.unwrap();
+    append_n(&store, 1).await;
+    assert!(
+        store.shut_down(Duration::from_secs(10)).await,
+        "the close marker was written"
+    );
+    drop(store);
+    let max: i64 = db
+        .admin
+        .query_one(&format!("SELECT max(seq) FROM \"{s}\".markers"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        max, 12,
+        "open marker at 10, close marker moved above the junk at 11"
+    );
+    // The close marker is real: a row appended now is forged.
+    let head = db.verify(true).await.unwrap().chains[0].head_hash.clone();
+    insert_linked_row(&db.admin, s, "gw-a", 6, &head).await;
+    let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+    db.cleanup().await;
+}
+
+/// The database's owner cuts the tail of a cleanly closed chain, or rewrites its last record,
+/// together with the table's checkpoints and markers: the published close marker still names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_close_marker_catches_a_cut_or_rewritten_tail() {
+    let db = setup().await;
+    let s = &db.schema;
+    let store = db.open_checkpointed_by_hand("gw-a").await;
+    append_n(&store, 8).await;
+    assert!(store.shut_down(Duration::from_secs(10)).await);
+    drop(store);
+    db.tamper(&format!(
+        "DELETE FROM \"{s}\".records WHERE idx >= 6; DELETE FROM \"{s}\".checkpoints; DELETE FROM \"{s}\".markers"
+    ))
+    .await;
+    // Published: the close marker at 8 (and the final checkpoint). Without the checkpoints, the
+    // marker alone names the cut.
+    for f in std::fs::read_dir(db.target.path().join("gw-a").join("checkpoints")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
     }
-    .sign(&signer(s, "gw-a", 2))
-    .unwrap();
-    db.admin
-        .batch_execute(&format!(
-            "INSERT INTO \"{s}\".markers (chain_id, seq, note) VALUES ('gw-a', 9, '{other}')"
-        ))
+    std::fs::remove_file(db.target.path().join("gw-a").join("latest.ckpt")).unwrap();
+    let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert_eq!(
+        (index, kind),
+        (
+            6,
+            PgBreakKind::Truncated {
+                checkpoint_size: 8,
+                records: 6
+            }
+        )
+    );
+
+    // A rewritten last record (its hashes rebuilt): the close marker's root no longer matches,
+    // and the next start refuses to sign over it.
+    let db = setup().await;
+    let s = &db.schema;
+    let store = db.open_checkpointed_by_hand("gw-a").await;
+    append_n(&store, 4).await;
+    assert!(store.shut_down(Duration::from_secs(10)).await);
+    drop(store);
+    let row = db
+        .admin
+        .query_one(
+            &format!("SELECT body FROM \"{s}\".records WHERE chain_id = 'gw-a' AND idx = 3"),
+            &[],
+        )
         .await
         .unwrap();
-    let (_, _, kind) = broken(db.verify(true).await.unwrap_err());
-    assert!(matches!(kind, PgBreakKind::BadMarker { .. }), "{kind}");
+    let text = String::from_utf8(row.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .replace("gw-test", "gw-evil");
+    let prev_hex = &text[text.find("\"prev\":\"").unwrap() + 8..][..64];
+    let prev: [u8; 32] = hex::decode(prev_hex).unwrap().try_into().unwrap();
+    let (e, l) = cordon_audit_pg::entry_and_leaf_hash(&prev, text.as_bytes());
+    db.tamper(&format!(
+        "UPDATE \"{s}\".records SET body = '\\x{}'::bytea, entry_hash = '\\x{}'::bytea, leaf_hash = '\\x{}'::bytea \
+         WHERE chain_id = 'gw-a' AND idx = 3; DELETE FROM \"{s}\".checkpoints",
+        hex::encode(text.as_bytes()),
+        hex::encode(e),
+        hex::encode(l)
+    ))
+    .await;
+    let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
+    assert_eq!(
+        (index, kind),
+        (3, PgBreakKind::CheckpointMismatch { tree_size: 4 })
+    );
     let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
-    assert!(err.to_string().contains("marker"), "{err}");
+    assert!(
+        err.to_string().contains("rewritten while its writer was stopped"),
+        "{err}"
+    );
     db.cleanup().await;
 }
 
@@ -750,5 +849,25 @@ async fn an_unsigned_checkpoint_row_in_a_signed_chain_is_no_claim() {
     append_n(&store, 1).await;
     store.close().await;
     assert_eq!(db.verify(true).await.unwrap().records, 5);
+
+    // Unsigned rows inserted ahead for the sizes the writer will sign keep its rows out of the
+    // table: each such checkpoint counts as a failure (for the alert), and is still published.
+    db.admin
+        .batch_execute(&format!(
+            "SET ROLE {role}; INSERT INTO \"{s}\".checkpoints (chain_id, tree_size, root_hash, entry_hash) \
+             SELECT 'gw-a', n, '\\x{z}', '\\x{z}' FROM generate_series(6, 40) AS n; RESET ROLE",
+            role = cordon_audit_pg::WRITER_ROLE,
+            z = hex::encode([0u8; 32]),
+        ))
+        .await
+        .unwrap();
+    let store = db.open("gw-a").await;
+    append_n(&store, 4).await;
+    assert!(store.checkpoint_now(Duration::from_secs(10)).await);
+    let stats = store.checkpoint_stats();
+    store.close().await;
+    assert!(stats.failures >= 1, "{stats:?}");
+    assert_eq!(latest(db.target.path(), "gw-a").size, 9);
+    assert_eq!(db.verify(true).await.unwrap().records, 9);
     db.cleanup().await;
 }

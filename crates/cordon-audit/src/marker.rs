@@ -22,9 +22,6 @@
 //!
 //! PostgreSQL chains use the same notes, kept in a table and published beside their checkpoints
 //! (`cordon-audit-pg`'s `markers.rs`); hence the public items here.
-//!
-//! PostgreSQL chains use the same notes, kept in a table and published beside their checkpoints
-//! (`cordon-audit-pg`'s `markers.rs`); hence the public items here.
 
 use std::fs;
 use std::io;

@@ -281,8 +281,9 @@ fn load_claims(dir: &Path, external: &[PathBuf]) -> Result<BTreeMap<u64, Vec<Cla
         if own > 0 && files.len() == before {
             return Err(bad(
                 t,
-                "the publication target holds none of the store's checkpoints (emptied, or not \
-                 this store's target)"
+                "the publication target holds none of the store's checkpoints: it was emptied, is \
+                 not this store's target, or was added so recently that no checkpoint reached it \
+                 yet (the next one, within a second of the next records, does)"
                     .into(),
             ));
         }
@@ -357,8 +358,11 @@ pub fn read_verified_records(
     dir: &Path,
     opts: &VerifyOptions<'_>,
 ) -> Result<Vec<(u64, Record)>, VerifyError> {
-    verify_store_with(dir, opts)?;
-    read_records(dir)
+    // A store being written may show its in-flight batch half-written: read again then.
+    retry_truncated(|| {
+        verify_store_with(dir, opts)?;
+        read_records(dir)
+    })
 }
 
 /// Run `f` again (up to three times) when it finds a truncated frame: on a store that is being

@@ -897,20 +897,23 @@ fn verify_bundle(file: &std::path::Path, vkey: Option<&str>) -> Result<ExitCode>
 }
 
 fn shred(w: &Where, inputs: &[String], jurisdiction: &str) -> Result<ExitCode> {
-    // A typo must not pass for an erasure: the jurisdiction must be one Cordon knows.
-    let known = crate::policy_cmd::load(w.config.as_deref())?.world.jurisdictions;
-    if !jurisdiction
+    let keys = w.data.data_dir.join("keys");
+    let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
+    // A typo must not pass for an erasure: the jurisdiction must be one Cordon knows (from its
+    // reference data) or one that has subjects here (a pseudonym key: a policy's own
+    // jurisdiction). Neither needs the policy, so an unrelated policy error never blocks it.
+    let reference = cordon_policy::reference::World::reference()?.jurisdictions;
+    let known = jurisdiction
         .parse::<cordon_types::Jurisdiction>()
-        .is_ok_and(|j| known.contains_key(&j))
-    {
-        let names: Vec<String> = known.keys().map(|j| j.to_string()).collect();
+        .is_ok_and(|j| reference.contains_key(&j))
+        || pseudonyms.existing(jurisdiction, "").is_some();
+    if !known {
+        let names: Vec<String> = reference.keys().map(|j| j.to_string()).collect();
         bail!(
             "unknown jurisdiction {jurisdiction:?} (known: {})",
             names.join(", ")
         );
     }
-    let keys = w.data.data_dir.join("keys");
-    let pseudonyms = cordon_audit::Pseudonymizer::open(&keys)?;
     let keystore = keystore(w)?;
     let mut shredded = 0;
     for input in inputs {

@@ -400,13 +400,16 @@ audit:
     let mut forged = bundle.clone();
     forged.new_checkpoint = forged.old_checkpoint.clone();
     assert!(cordon_audit::verify_consistency_bundle(&forged, vkey).is_err());
-    // A database owner cuts the tail of the chain and the checkpoint rows that covered it. The
-    // database alone still verifies; against the published checkpoints it does not.
+    // A database owner cuts the tail of the chain and the checkpoint and marker rows that covered
+    // it. The database alone still verifies; against the published checkpoints it does not.
     admin
         .batch_execute(&format!(
             "ALTER TABLE {schema}.records DISABLE TRIGGER USER; ALTER TABLE {schema}.checkpoints DISABLE TRIGGER USER; \
+             ALTER TABLE {schema}.markers DISABLE TRIGGER USER; \
              DELETE FROM {schema}.records WHERE idx >= 15; DELETE FROM {schema}.checkpoints WHERE tree_size > 15; \
-             ALTER TABLE {schema}.records ENABLE TRIGGER USER; ALTER TABLE {schema}.checkpoints ENABLE TRIGGER USER;"
+             DELETE FROM {schema}.markers; \
+             ALTER TABLE {schema}.records ENABLE TRIGGER USER; ALTER TABLE {schema}.checkpoints ENABLE TRIGGER USER; \
+             ALTER TABLE {schema}.markers ENABLE TRIGGER USER;"
         ))
         .await
         .unwrap();
