@@ -791,28 +791,8 @@ async fn a_published_close_marker_catches_a_cut_or_rewritten_tail() {
     append_n(&store, 4).await;
     assert!(store.shut_down(Duration::from_secs(10)).await);
     drop(store);
-    let row = db
-        .admin
-        .query_one(
-            &format!("SELECT body FROM \"{s}\".records WHERE chain_id = 'gw-a' AND idx = 3"),
-            &[],
-        )
-        .await
-        .unwrap();
-    let text = String::from_utf8(row.get::<_, Vec<u8>>(0))
-        .unwrap()
-        .replace("gw-test", "gw-evil");
-    let prev_hex = &text[text.find("\"prev\":\"").unwrap() + 8..][..64];
-    let prev: [u8; 32] = hex::decode(prev_hex).unwrap().try_into().unwrap();
-    let (e, l) = cordon_audit_pg::entry_and_leaf_hash(&prev, text.as_bytes());
-    db.tamper(&format!(
-        "UPDATE \"{s}\".records SET body = '\\x{}'::bytea, entry_hash = '\\x{}'::bytea, leaf_hash = '\\x{}'::bytea \
-         WHERE chain_id = 'gw-a' AND idx = 3; DELETE FROM \"{s}\".checkpoints",
-        hex::encode(text.as_bytes()),
-        hex::encode(e),
-        hex::encode(l)
-    ))
-    .await;
+    let checkpoints = format!("DELETE FROM \"{s}\".checkpoints");
+    common::rewrite_row(&db.admin, s, "gw-a", 3, "gw-test", "gw-evil", &checkpoints).await;
     let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
     assert_eq!(
         (index, kind),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use cordon_audit::{AuditStore, FileStore, Record, StoreOptions};
 use cordon_audit_pg::{
-    APPEND_ONLY_MESSAGE, PgBreakKind, PgStore, PgStoreOptions, PgVerifyError, WRITER_ROLE,
-    entry_and_leaf_hash, migrate, verify_config, verify_url,
+    APPEND_ONLY_MESSAGE, PgBreakKind, PgStore, PgStoreOptions, PgVerifyError, WRITER_ROLE, migrate,
+    verify_config, verify_url,
 };
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -258,28 +258,7 @@ async fn tampering_is_named_by_chain_index_and_kind() {
     db.verify().await.unwrap();
 
     // 2. Rewrite a record *and* its hash columns: the next record's link breaks.
-    let row = db
-        .admin
-        .query_one(
-            &format!("SELECT body FROM \"{s}\".records WHERE chain_id = 'gw-a' AND idx = 6"),
-            &[],
-        )
-        .await
-        .unwrap();
-    let body: Vec<u8> = row.get(0);
-    let text = String::from_utf8(body).unwrap().replace("m-small", "m-evil!");
-    let prev_hex = &text[text.find("\"prev\":\"").unwrap() + 8..][..64];
-    let mut prev = [0u8; 32];
-    hex::decode_to_slice(prev_hex, &mut prev).unwrap();
-    let (e, l) = entry_and_leaf_hash(&prev, text.as_bytes());
-    db.tamper(&format!(
-        "UPDATE \"{s}\".records SET body = '\\x{}'::bytea, entry_hash = '\\x{}'::bytea, leaf_hash = '\\x{}'::bytea \
-         WHERE chain_id = 'gw-a' AND idx = 6",
-        hex::encode(text.as_bytes()),
-        hex::encode(e),
-        hex::encode(l)
-    ))
-    .await;
+    common::rewrite_row(&db.admin, &s, "gw-a", 6, "m-small", "m-evil!", "").await;
     let (chain, index, kind) = broken(db.verify().await.unwrap_err());
     assert_eq!(
         (chain.as_str(), index, kind),

@@ -84,14 +84,7 @@ audit:
             .unwrap_or(false)
     });
     // The replica's state is on /metrics, by the store it copies.
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw.url).await;
     assert!(
         metrics
             .lines()

@@ -83,14 +83,7 @@ async fn sigkill_under_load(overlapped: bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The mode under test is the one in effect.
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&gw.url).await;
     let mode = if overlapped { "overlapped" } else { "strict" };
     assert!(
         metrics.contains(&format!(

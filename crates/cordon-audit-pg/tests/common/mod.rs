@@ -108,3 +108,42 @@ pub async fn insert_linked_row(admin: &Client, schema: &str, chain: &str, idx: u
         .await
         .expect("insert a linked row as the writer role");
 }
+
+/// As a rogue administrator: rewrite row `idx` of `chain` (its body's `from` replaced by `to`)
+/// with its entry and leaf hashes recomputed, so the row itself checks out; `extra_sql` runs in
+/// the same tampering session.
+pub async fn rewrite_row(
+    admin: &Client,
+    schema: &str,
+    chain: &str,
+    idx: u64,
+    from: &str,
+    to: &str,
+    extra_sql: &str,
+) {
+    let row = admin
+        .query_one(
+            &format!("SELECT body FROM \"{schema}\".records WHERE chain_id = '{chain}' AND idx = {idx}"),
+            &[],
+        )
+        .await
+        .expect("the row to rewrite");
+    let text = String::from_utf8(row.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .replace(from, to);
+    let prev_hex = &text[text.find("\"prev\":\"").unwrap() + 8..][..64];
+    let prev: [u8; 32] = hex::decode(prev_hex).unwrap().try_into().unwrap();
+    let (e, l) = cordon_audit_pg::entry_and_leaf_hash(&prev, text.as_bytes());
+    tamper(
+        admin,
+        schema,
+        &format!(
+            "UPDATE \"{schema}\".records SET body = '\\x{}'::bytea, entry_hash = '\\x{}'::bytea, \
+             leaf_hash = '\\x{}'::bytea WHERE chain_id = '{chain}' AND idx = {idx}; {extra_sql}",
+            hex::encode(text.as_bytes()),
+            hex::encode(e),
+            hex::encode(l)
+        ),
+    )
+    .await;
+}
