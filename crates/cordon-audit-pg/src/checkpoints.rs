@@ -93,6 +93,8 @@ pub(crate) struct Ckpt {
     started: bool,
     /// The sequence number the chain's next close/open marker takes (`markers.rs`).
     next_marker: u64,
+    /// A close marker was written at a refusal of foreign rows (once is enough).
+    refusal_marked: bool,
 }
 
 /// SQL text, built once per store.
@@ -145,6 +147,7 @@ impl Ckpt {
             last_at: Instant::now(),
             started: false,
             next_marker: 1,
+            refusal_marked: false,
         }
     }
 
@@ -306,7 +309,11 @@ impl Ckpt {
         if !added.is_empty() && in_doubt != Some(added.as_slice()) {
             // The writer role can insert well-linked rows into any chain: a batch that failed
             // on the primary key, or a lost connection, must not make this writer adopt (and
-            // sign) them.
+            // sign) them. A close marker at its own records makes the refusal outlive this
+            // process: any later start names the rows forged instead of adopting them.
+            if !self.refusal_marked {
+                self.refusal_marked = self.close(client, sql, store, chain_id).await;
+            }
             return Err(refuse(format!(
                 "records {from}..{next} were written by someone else while this writer held the chain \
                  (they are not its batch whose commit was in doubt): refusing to adopt or sign them"
@@ -403,9 +410,9 @@ impl Ckpt {
         Ok(())
     }
 
-    /// At a clean stop, once every committed record is covered: publish the final checkpoint
-    /// first (waiting up to 5 s: the marker must not be the only published claim of the newest
-    /// records), then sign a close marker for the tree, insert it and publish it. `false` (and
+    /// At a clean stop, once every committed record is covered: sign a close marker for the
+    /// tree, insert it and publish it (the final checkpoint's publication is the caller's to wait
+    /// for; the marker is a signed claim of the same size and root by itself). `false` (and
     /// logged) if no close marker was written: the next start then treats the stop as a crash.
     pub(crate) async fn close(
         &mut self,
@@ -416,16 +423,6 @@ impl Ckpt {
     ) -> bool {
         if !self.started {
             return false;
-        }
-        if let Some(p) = self.counters.publisher.get().cloned()
-            && !tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(5)))
-                .await
-                .unwrap_or(false)
-        {
-            tracing::warn!(
-                store,
-                "audit store: the final checkpoint was not published in time; closing anyway"
-            );
         }
         let m = cordon_audit::marker::Marker {
             kind: cordon_audit::marker::MarkerKind::Closed,

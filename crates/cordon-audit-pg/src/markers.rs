@@ -23,6 +23,7 @@ use crate::error::PgError;
 pub(crate) struct MarkerSql {
     read: String,
     insert: String,
+    free_seq: String,
 }
 
 impl MarkerSql {
@@ -30,6 +31,14 @@ impl MarkerSql {
         MarkerSql {
             read: format!("SELECT seq, note FROM \"{schema}\".markers WHERE chain_id = $1 ORDER BY seq"),
             insert: format!("INSERT INTO \"{schema}\".markers (chain_id, seq, note) VALUES ($1, $2, $3)"),
+            // The first sequence number from $2 on that no row of the chain holds (rows that are
+            // not the chain's may hold any number: the marker goes to the next gap, never onto
+            // or past a number somebody chose to block).
+            free_seq: format!(
+                "SELECT min(c) FROM (SELECT $2::bigint AS c UNION ALL \
+                 SELECT seq + 1 FROM \"{schema}\".markers WHERE chain_id = $1 AND seq >= $2 AND seq < 9223372036854775807) cands \
+                 WHERE NOT EXISTS (SELECT 1 FROM \"{schema}\".markers m WHERE m.chain_id = $1 AND m.seq = cands.c)"
+            ),
         }
     }
 }
@@ -41,8 +50,6 @@ pub(crate) struct TableMarkers {
     /// Why each other row was not taken: anyone with the writer role can insert a row, so one
     /// that does not verify is no claim (and never stops the chain), only something to report.
     pub junk: Vec<String>,
-    /// The highest sequence number of any row, junk included (the next marker goes above it).
-    pub max_seq: u64,
 }
 
 /// The chain's rows in the table; `Ok(None)` when the schema predates markers (no table).
@@ -69,10 +76,8 @@ pub(crate) fn from_rows(chain_id: &str, rows: Vec<(i64, String)>, verifier: &Not
     let mut out = TableMarkers {
         valid: Vec::with_capacity(rows.len()),
         junk: Vec::new(),
-        max_seq: 0,
     };
     for (seq, note) in rows {
-        out.max_seq = out.max_seq.max(u64::try_from(seq).unwrap_or(0));
         match marker::open(note.as_bytes(), verifier) {
             Ok(m) if i64::try_from(m.seq).ok() == Some(seq) => out.valid.push(Found {
                 path: PathBuf::from(format!("markers table, chain {chain_id}, {}", m.file_name())),
@@ -157,8 +162,8 @@ pub(crate) async fn at_open(
         }
     }
     let markers = marker::merge(places).map_err(|e| refuse(format!("bad close/open marker: {e}")))?;
-    // Above every row of the table too, junk included, so the next insert does not collide.
-    let next_seq = marker::next_seq(&markers).max(table.max_seq + 1);
+    // Above every valid marker; `write` moves it to the next number no row holds.
+    let next_seq = marker::next_seq(&markers);
     let Some(closed) = markers.last().filter(|f| f.marker.kind == MarkerKind::Closed) else {
         if let Some(e) = unreadable
             && size > attested
@@ -209,9 +214,9 @@ pub(crate) async fn at_open(
 
 /// Sign `m`, insert it into the table (an error if that fails: the marker is the chain's claim)
 /// and publish it to every target, where a failure is only logged (the next marker the chain
-/// writes publishes every table marker a target lacks). A sequence number taken meanwhile (by a
-/// row somebody else inserted) moves the marker above the table's highest. Returns the sequence
-/// number written.
+/// writes publishes every table marker a target lacks). The marker takes the first sequence
+/// number from `m.seq` on that no row holds (somebody else's rows may hold any). Returns the
+/// sequence number written.
 pub(crate) async fn write(
     client: &tokio_postgres::Client,
     sql: &MarkerSql,
@@ -224,6 +229,24 @@ pub(crate) async fn write(
     let mut m = m.clone();
     let mut tries = 0;
     loop {
+        // A number somebody else's row already holds is skipped (a few times: each retry
+        // starts after the last conflict).
+        let from = i64::try_from(m.seq).map_err(|_| PgError::InvalidInput {
+            what: "marker sequence number",
+            why: "exceeds the bigint range",
+        })?;
+        let free: Option<i64> = client
+            .query_one(&sql.free_seq, &[&chain_id, &from])
+            .await
+            .map_err(PgError::db(store, "find a free marker number"))?
+            .try_get(0)
+            .map_err(PgError::db(store, "find a free marker number"))?;
+        m.seq = free
+            .and_then(|f| u64::try_from(f).ok())
+            .ok_or(PgError::InvalidInput {
+                what: "marker sequence number",
+                why: "no free number left in the bigint range",
+            })?;
         let note = m.sign(signer).map_err(|e| PgError::Checkpoint {
             store: store.to_string(),
             chain_id: chain_id.to_string(),
@@ -232,12 +255,10 @@ pub(crate) async fn write(
         let seq = i64::try_from(m.seq).unwrap_or(i64::MAX);
         match client.execute(&sql.insert, &[&chain_id, &seq, &note]).await {
             Ok(_) => break,
+            // Taken between the search and the insert.
             Err(e) if tries < 3 && e.code().map(|c| c.code()) == Some("23505") => {
                 tries += 1;
-                let table = read_table(client, &sql.read, chain_id, &signer.verifier())
-                    .await
-                    .map_err(PgError::db(store, "read the chain's markers"))?;
-                m.seq = table.map_or(m.seq, |t| t.max_seq) + 1;
+                m.seq += 1;
             }
             Err(e) => return Err(PgError::db(store, "insert a close/open marker")(e)),
         }

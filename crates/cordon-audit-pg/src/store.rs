@@ -12,8 +12,11 @@
 //! the store unhealthy ([`PgStore::check_writable`]), drops the connection and forgets the chain
 //! head; the next batch (or a probe every second while idle) takes a fresh connection from the
 //! pool and reloads the head from the table, so a batch whose commit was lost in transit (it may
-//! have committed) is never chained over twice. Two writers on the same chain id are fenced by the
-//! primary key: one of them fails a batch, reloads the head, and goes on after the other's rows.
+//! have committed) is never chained over twice. The rows the reload finds beyond the writer's own
+//! must be exactly that batch: anything else (rows somebody else inserted with the writer role)
+//! is refused, with a close marker at the writer's own records so that no later start adopts
+//! them either (`checkpoints.rs`). Two writers on one chain id are kept apart by a session
+//! advisory lock.
 
 use std::future::Future;
 use std::pin::{Pin, pin};

@@ -492,6 +492,13 @@ async fn verify_in(
         let mut tree = Frontier::default();
         let mut expected: u64 = 0;
         let mut head = body::ZERO_HASH;
+        // Claims at size 0 (a marker of a chain closed or opened before its first record) are
+        // about the empty tree: checked here, as the record loop below never reaches them.
+        while let Some(c) = cp_iter.next_if(|c| c.size == 0) {
+            if c.root.as_slice() != tree.root() {
+                return Err(broken(0, PgBreakKind::CheckpointMismatch { tree_size: 0 }));
+            }
+        }
         let stream = txn
             .query_raw(&stmt, [&chain_id])
             .await

@@ -424,7 +424,48 @@ async fn a_row_inserted_into_a_live_chain_by_someone_else_is_refused() {
         store.check_writable().is_err(),
         "the store reports itself unavailable"
     );
+    // The refusal outlives the process: a restart names the row forged, verify too.
+    assert!(!store.shut_down(Duration::from_secs(5)).await, "not a clean stop");
     drop(store);
+    let err = PgStore::open(db.opts("gw-a", 1)).await.unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+    let (_, index, kind) = broken(db.verify(false).await.unwrap_err());
+    assert!(
+        matches!(
+            kind,
+            PgBreakKind::Forged {
+                closed_at: 4,
+                found: 5,
+                ..
+            }
+        ) && index == 4,
+        "{kind}"
+    );
+    db.cleanup().await;
+}
+
+/// A chain opened and stopped cleanly before its first record (a jurisdiction without traffic)
+/// has markers at size 0: they match the empty tree, and everything verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_chain_stopped_cleanly_verifies() {
+    let db = setup().await;
+    let store = db.open("gw-a").await;
+    assert!(store.shut_down(Duration::from_secs(10)).await);
+    drop(store);
+    let other = db.open("gw-b").await;
+    append_n(&other, 3).await;
+    other.close().await;
+    assert_eq!(db.verify(false).await.unwrap().records, 3);
+    assert_eq!(db.verify(true).await.unwrap().records, 3);
+    let store = db.open("gw-a").await;
+    assert!(store.shut_down(Duration::from_secs(10)).await);
+    drop(store);
+    assert_eq!(
+        db.marker_rows().await,
+        4,
+        "gw-a: closed, opened, closed, all at size 0; gw-b: closed"
+    );
+    assert_eq!(db.verify(true).await.unwrap().records, 3);
     db.cleanup().await;
 }
 
@@ -723,25 +764,34 @@ async fn a_crash_tail_is_adopted_and_a_junk_marker_row_is_no_claim() {
         )
     };
     db.admin.batch_execute(&junk(9)).await.unwrap();
+    // Even at the largest number: markers take the next free one, never past it.
+    db.admin.batch_execute(&junk(i64::MAX)).await.unwrap();
     assert_eq!(db.verify(true).await.unwrap().records, 5);
     let store = db.open("gw-a").await;
-    // While it runs, another junk row takes the number its close marker would use.
-    db.admin.batch_execute(&junk(11)).await.unwrap();
+    // While it runs, another junk row takes the number its close marker would use (the open
+    // marker took 2, after the close marker at 1).
+    db.admin.batch_execute(&junk(3)).await.unwrap();
     append_n(&store, 1).await;
     assert!(
         store.shut_down(Duration::from_secs(10)).await,
         "the close marker was written"
     );
     drop(store);
-    let max: i64 = db
+    let seqs: Vec<i64> = db
         .admin
-        .query_one(&format!("SELECT max(seq) FROM \"{s}\".markers"), &[])
+        .query(
+            &format!("SELECT seq FROM \"{s}\".markers WHERE chain_id = 'gw-a' ORDER BY seq"),
+            &[],
+        )
         .await
         .unwrap()
-        .get(0);
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(
-        max, 12,
-        "open marker at 10, close marker moved above the junk at 11"
+        seqs,
+        [1, 2, 3, 4, 9, i64::MAX],
+        "closed 1, opened 2, junk 3, closed 4 (the next free number), junk 9 and MAX"
     );
     // The close marker is real: a row appended now is forged.
     let head = db.verify(true).await.unwrap().chains[0].head_hash.clone();
@@ -783,8 +833,11 @@ async fn a_published_close_marker_catches_a_cut_or_rewritten_tail() {
         )
     );
 
-    // A rewritten last record (its hashes rebuilt): the close marker's root no longer matches,
-    // and the next start refuses to sign over it.
+    db.cleanup().await;
+
+    // A rewritten last record (its hashes rebuilt), with the table's checkpoints and every
+    // published checkpoint gone: the close marker's root alone no longer matches, and the next
+    // start refuses to sign over it.
     let db = setup().await;
     let s = &db.schema;
     let store = db.open_checkpointed_by_hand("gw-a").await;
@@ -793,6 +846,10 @@ async fn a_published_close_marker_catches_a_cut_or_rewritten_tail() {
     drop(store);
     let checkpoints = format!("DELETE FROM \"{s}\".checkpoints");
     common::rewrite_row(&db.admin, s, "gw-a", 3, "gw-test", "gw-evil", &checkpoints).await;
+    for f in std::fs::read_dir(db.target.path().join("gw-a").join("checkpoints")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    std::fs::remove_file(db.target.path().join("gw-a").join("latest.ckpt")).unwrap();
     let (_, index, kind) = broken(db.verify(true).await.unwrap_err());
     assert_eq!(
         (index, kind),

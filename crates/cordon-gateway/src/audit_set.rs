@@ -355,11 +355,18 @@ impl AuditSet {
         let reps = self.replicators.lock().unwrap_or_else(|p| p.into_inner());
         reps.iter()
             .map(|r| {
+                // A store that failed is out of `file_stores` until it reopens while its
+                // replicator goes on: it keeps its directory's name then (no path).
                 let label = stores
                     .iter()
                     .find(|(_, s)| s.dir() == r.store_dir())
                     .map(|(l, _)| l.clone())
-                    .unwrap_or_else(|| r.store_dir().display().to_string());
+                    .or_else(|| {
+                        r.store_dir()
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                    })
+                    .unwrap_or_default();
                 (label, r.status())
             })
             .collect()
@@ -581,7 +588,8 @@ impl AuditSet {
     pub async fn shutdown(&self, timeout: Duration) {
         for (name, store) in self.pg_stores() {
             if !store.shut_down(timeout).await {
-                tracing::warn!(store = %name, "audit store: the shutdown checkpoint did not complete in time");
+                tracing::warn!(store = %name,
+                    "audit store: the chain did not stop cleanly in time (no close marker, or its final checkpoint not yet published; earlier errors say why)");
             }
         }
     }
