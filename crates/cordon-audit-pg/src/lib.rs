@@ -54,7 +54,8 @@ pub use tls::{connect, connector};
 pub use url::{DEFAULT_SCHEMA, StoreUrl, Tls, checked_chain_id, parse_store_url, redact_config};
 pub use verify::{
     PgBreakKind, PgChainReport, PgVerifyError, PgVerifyReport, verify, verify_config, verify_url,
-    verify_url_with_published, verify_with, verify_with_published,
+    verify_url_with_progress, verify_url_with_published, verify_with, verify_with_progress,
+    verify_with_published,
 };
 
 /// Re-exported so callers can build a [`PgStoreOptions`] without naming the crate.

@@ -207,8 +207,18 @@ pub async fn verify_url_with_published(
     url: &str,
     published: &[PathBuf],
 ) -> Result<PgVerifyReport, PgVerifyError> {
+    verify_url_with_progress(url, published, None).await
+}
+
+/// [`verify_url_with_published`], calling `progress` now and then with (rows verified, rows in
+/// the store).
+pub async fn verify_url_with_progress(
+    url: &str,
+    published: &[PathBuf],
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<PgVerifyReport, PgVerifyError> {
     let u = parse_store_url(url)?;
-    verify_with_published(&u.config, &u.tls, &u.schema, published).await
+    verify_with_progress(&u.config, &u.tls, &u.schema, published, progress).await
 }
 
 /// Verify the store in `schema` reached with `config`, with the TLS its `sslmode` asks for
@@ -240,6 +250,18 @@ pub async fn verify_with_published(
     schema: &str,
     published: &[PathBuf],
 ) -> Result<PgVerifyReport, PgVerifyError> {
+    verify_with_progress(config, tls, schema, published, None).await
+}
+
+/// [`verify_with_published`], calling `progress` now and then with (rows verified, rows in the
+/// store).
+pub async fn verify_with_progress(
+    config: &tokio_postgres::Config,
+    tls: &crate::Tls,
+    schema: &str,
+    published: &[PathBuf],
+    progress: Option<&dyn Fn(u64, u64)>,
+) -> Result<PgVerifyReport, PgVerifyError> {
     let s = checked_ident("schema", schema)?.to_string();
     let store = format!("{}?schema={s}", redact_config(config));
     let mut client = crate::tls::connect(config, tls).await.map_err(|e| match e {
@@ -250,7 +272,7 @@ pub async fn verify_with_published(
         other => other,
     })?;
     let targets = read_targets(published, &store)?;
-    verify_in(&mut client, &s, &store, targets, published).await
+    verify_in(&mut client, &s, &store, targets, published, progress).await
 }
 
 /// A `checkpoints` row: (tree size, root, head, signed note).
@@ -319,6 +341,7 @@ async fn verify_in(
     store: &str,
     mut targets: Targets,
     published_dirs: &[PathBuf],
+    progress: Option<&dyn Fn(u64, u64)>,
 ) -> Result<PgVerifyReport, PgVerifyError> {
     let published_required = !published_dirs.is_empty();
     let db = |op: &'static str| PgError::db(store, op);
@@ -419,6 +442,18 @@ async fn verify_in(
         let chain: String = row.try_get(0).map_err(db("list chains"))?;
         chain_ids.insert(chain.into_bytes(), ());
     }
+    // For the progress line: rows in the store (in the same snapshot), and those done so far.
+    let total: u64 = match progress {
+        Some(_) => txn
+            .query_one(&format!("SELECT count(*) FROM \"{s}\".records"), &[])
+            .await
+            .map_err(db("count records"))?
+            .try_get::<_, i64>(0)
+            .map_err(db("count records"))?
+            .max(0) as u64,
+        None => 0,
+    };
+    let mut done: u64 = 0;
 
     let stmt = txn
         .prepare(&format!(
@@ -558,6 +593,12 @@ async fn verify_in(
             tree.push_hash(leaf);
             all.push_hash(leaf);
             expected += 1;
+            done += 1;
+            if let Some(p) = progress
+                && done.is_multiple_of(65_536)
+            {
+                p(done, total);
+            }
             while let Some(c) = cp_iter.peek() {
                 if c.size > expected {
                     break;
@@ -605,6 +646,9 @@ async fn verify_in(
             head_hash: hex::encode(head),
             root: hex::encode(tree.root()),
         });
+    }
+    if let Some(p) = progress {
+        p(total.max(done), total.max(done));
     }
     report.root = hex::encode(all.root());
     txn.commit().await.map_err(db("commit"))?;

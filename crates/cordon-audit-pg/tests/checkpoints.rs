@@ -908,3 +908,31 @@ async fn an_unsigned_checkpoint_row_in_a_signed_chain_is_no_claim() {
     assert_eq!(db.verify(true).await.unwrap().records, 9);
     db.cleanup().await;
 }
+
+/// `cordon audit verify` shows progress for a PostgreSQL store: rows verified of the rows in the
+/// store (every chain), ending at all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_reports_progress_over_every_chain() {
+    let db = setup().await;
+    for (chain, n) in [("gw-a", 5), ("gw-b", 7)] {
+        let store = db.open(chain).await;
+        append_n(&store, n).await;
+        store.close().await;
+    }
+    let calls = std::sync::Mutex::new(Vec::new());
+    let record = |done: u64, total: u64| calls.lock().unwrap().push((done, total));
+    let report = cordon_audit_pg::verify_with_progress(
+        &db.config,
+        &cordon_audit_pg::Tls::Off,
+        &db.schema,
+        &[db.target.path().to_path_buf()],
+        Some(&record),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.records, 12);
+    let calls = calls.into_inner().unwrap();
+    assert_eq!(calls.last(), Some(&(12, 12)), "{calls:?}");
+    assert!(calls.windows(2).all(|w| w[0].0 <= w[1].0), "{calls:?}");
+    db.cleanup().await;
+}

@@ -31,6 +31,26 @@ fn opts(every: u64, publish_to: Vec<PathBuf>) -> StoreOptions {
     }
 }
 
+/// Append `n` records, waiting after every `every` for the checkpoint of that size to be
+/// written: the checkpointer coalesces a backlog (only the newest checkpoint is written), which a
+/// loaded machine makes likely, and the tests name the sizes they prove against.
+async fn append_checkpointed(store: &FileStore, dir: &Path, n: u64, every: u64) {
+    let mut done = 0;
+    while done < n {
+        let k = every.min(n - done);
+        append_n(store, k).await;
+        done += k;
+        if done % every == 0 {
+            let file = dir.join(CKPT_DIR).join(tlog::ckpt_name(done));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !file.exists() {
+                assert!(std::time::Instant::now() < deadline, "no checkpoint at {done}");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
 fn local_sizes(dir: &Path) -> Vec<u64> {
     tlog::list_checkpoints(dir).unwrap().into_keys().collect()
 }
@@ -177,7 +197,7 @@ async fn replaced_checkpoint_is_a_mismatch_or_a_bad_signature() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
     let store = FileStore::open(&dir, opts(10, vec![])).unwrap();
-    append_n(&store, 40).await;
+    append_checkpointed(&store, &dir, 40, 10).await;
     drop(store);
     let sizes = local_sizes(&dir);
     assert_eq!(sizes, vec![10, 20, 30, 40]);
@@ -290,7 +310,7 @@ async fn publishing_a_fork_is_rejected_and_latest_is_unchanged() {
     // Log A publishes first.
     let (a_dir, a_opts) = shared("a");
     let a = FileStore::open(&a_dir, a_opts.clone()).unwrap();
-    append_n(&a, 10).await;
+    append_checkpointed(&a, &a_dir, 10, 5).await;
     drop(a);
     let latest_a = fs::read(target.join(LATEST)).unwrap();
     assert_eq!(Checkpoint::parse_unverified(&latest_a).unwrap().size, 10);
@@ -332,7 +352,7 @@ async fn bundles_verify_offline_and_fail_on_any_change() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("EU");
     let store = FileStore::open(&dir, opts(10, vec![])).unwrap();
-    append_n(&store, 57).await;
+    append_checkpointed(&store, &dir, 57, 10).await;
     let vkey = store.verifier_key();
     drop(store);
     assert_eq!(fs::read_to_string(dir.join(VKEY_FILE)).unwrap().trim_end(), vkey);

@@ -389,13 +389,17 @@ fn find_store(w: &Where, jurisdiction: &str) -> Result<StoreRef> {
     }
 }
 
-/// A progress line on stderr for long verifications (only when stderr is a terminal).
-fn progress(label: &str) -> impl Fn(u64, u64) + '_ {
+/// A progress line on stderr for long verifications (only when stderr is a terminal), counting
+/// segment bytes (directory stores) or rows (PostgreSQL).
+fn progress(label: &str, bytes: bool) -> impl Fn(u64, u64) + '_ {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     move |done: u64, total: u64| {
         if tty && total > 0 {
             let pct = done.saturating_mul(100) / total;
-            eprint!("\r{label}: {pct:>3}% of {} MiB", total >> 20);
+            match bytes {
+                true => eprint!("\r{label}: {pct:>3}% of {} MiB", total >> 20),
+                false => eprint!("\r{label}: {pct:>3}% of {total} records"),
+            }
             if done >= total {
                 eprint!("\r\x1b[K");
             }
@@ -444,9 +448,12 @@ fn verify(w: &Where, only: Option<&str>, published: &[PathBuf]) -> Result<ExitCo
     for s in &list {
         let outcome = match &s.key {
             StoreKey::Dir(path) => verify_dir(s, path, only.is_none(), &w.data.data_dir),
-            StoreKey::Postgres { url, .. } => {
-                verify_pg(url, s.expect.as_deref().filter(|_| only.is_none()), &s.external)
-            }
+            StoreKey::Postgres { url, .. } => verify_pg(
+                url,
+                &s.label,
+                s.expect.as_deref().filter(|_| only.is_none()),
+                &s.external,
+            ),
         };
         match outcome {
             Ok(line) => println!("{:<18} {line}", s.label),
@@ -484,7 +491,7 @@ fn verify_dir(
             None => Ok(format!("{} (not created yet)", path.display())),
         };
     }
-    let show = progress(&s.label);
+    let show = progress(&s.label, true);
     let opts = VerifyOptions {
         external: s.external.clone(),
         progress: Some(&show),
@@ -567,10 +574,15 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
         .block_on(f))
 }
 
-fn verify_pg(url: &str, expect: Option<&str>, published: &[PathBuf]) -> Result<String, String> {
-    let report = block_on(cordon_audit_pg::verify_url_with_published(url, published))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+fn verify_pg(url: &str, label: &str, expect: Option<&str>, published: &[PathBuf]) -> Result<String, String> {
+    let show = progress(label, false);
+    let report = block_on(cordon_audit_pg::verify_url_with_progress(
+        url,
+        published,
+        Some(&show),
+    ))
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
     if let Some(j) = expect {
         let misplaced: u64 = report
             .subject_jurisdictions
