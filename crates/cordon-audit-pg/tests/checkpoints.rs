@@ -110,6 +110,15 @@ impl TestDb {
     }
 }
 
+/// Stop a store as the gateway does at SIGTERM, and require a clean stop (its close marker
+/// written).
+async fn stop_cleanly(store: PgStore) {
+    assert!(
+        store.shut_down(Duration::from_secs(10)).await,
+        "the close marker was written"
+    );
+}
+
 fn latest(target: &Path, chain: &str) -> Checkpoint {
     let bytes = std::fs::read(target.join(chain).join("latest.ckpt")).expect("latest.ckpt");
     let vkey = std::fs::read_to_string(target.join(chain).join("checkpoint.vkey")).unwrap();
@@ -450,16 +459,14 @@ async fn a_row_inserted_into_a_live_chain_by_someone_else_is_refused() {
 async fn an_empty_chain_stopped_cleanly_verifies() {
     let db = setup().await;
     let store = db.open("gw-a").await;
-    assert!(store.shut_down(Duration::from_secs(10)).await);
-    drop(store);
+    stop_cleanly(store).await;
     let other = db.open("gw-b").await;
     append_n(&other, 3).await;
     other.close().await;
     assert_eq!(db.verify(false).await.unwrap().records, 3);
     assert_eq!(db.verify(true).await.unwrap().records, 3);
     let store = db.open("gw-a").await;
-    assert!(store.shut_down(Duration::from_secs(10)).await);
-    drop(store);
+    stop_cleanly(store).await;
     assert_eq!(
         db.marker_rows().await,
         4,
@@ -772,11 +779,7 @@ async fn a_crash_tail_is_adopted_and_a_junk_marker_row_is_no_claim() {
     // marker took 2, after the close marker at 1).
     db.admin.batch_execute(&junk(3)).await.unwrap();
     append_n(&store, 1).await;
-    assert!(
-        store.shut_down(Duration::from_secs(10)).await,
-        "the close marker was written"
-    );
-    drop(store);
+    stop_cleanly(store).await;
     let seqs: Vec<i64> = db
         .admin
         .query(
@@ -809,8 +812,7 @@ async fn a_published_close_marker_catches_a_cut_or_rewritten_tail() {
     let s = &db.schema;
     let store = db.open_checkpointed_by_hand("gw-a").await;
     append_n(&store, 8).await;
-    assert!(store.shut_down(Duration::from_secs(10)).await);
-    drop(store);
+    stop_cleanly(store).await;
     db.tamper(&format!(
         "DELETE FROM \"{s}\".records WHERE idx >= 6; DELETE FROM \"{s}\".checkpoints; DELETE FROM \"{s}\".markers"
     ))
@@ -842,8 +844,7 @@ async fn a_published_close_marker_catches_a_cut_or_rewritten_tail() {
     let s = &db.schema;
     let store = db.open_checkpointed_by_hand("gw-a").await;
     append_n(&store, 4).await;
-    assert!(store.shut_down(Duration::from_secs(10)).await);
-    drop(store);
+    stop_cleanly(store).await;
     let checkpoints = format!("DELETE FROM \"{s}\".checkpoints");
     common::rewrite_row(&db.admin, s, "gw-a", 3, "gw-test", "gw-evil", &checkpoints).await;
     for f in std::fs::read_dir(db.target.path().join("gw-a").join("checkpoints")).unwrap() {
